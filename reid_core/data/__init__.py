@@ -1,0 +1,1 @@
+"""reid_core.data (public names are wired here at integration)."""

@@ -1,0 +1,1 @@
+"""reid_core.engine (public names are wired here at integration)."""

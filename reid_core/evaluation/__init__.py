@@ -1,0 +1,1 @@
+"""reid_core.evaluation (public names are wired here at integration)."""

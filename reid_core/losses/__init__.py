@@ -1,0 +1,1 @@
+"""reid_core.losses (public names are wired here at integration)."""

@@ -1,0 +1,1 @@
+"""reid_core.models (public names are wired here at integration)."""

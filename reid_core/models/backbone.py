@@ -1,0 +1,111 @@
+"""ResNet backbones for re-ID: torchvision ResNets with a configurable last stride.
+
+Re-ID models keep more spatial resolution than ImageNet classifiers: setting the stride of
+the last stage (``layer4``) to 1 doubles the height and width of the final map (a 256x128
+input gives 16x8 instead of 8x4), which helps both global pooling and part/stripe models
+(Sun et al. 2018, PCB; Luo et al. 2019, "Bag of Tricks"). Chapters: every notebook; see
+``notebooks/01_reid_basics.py`` for the baseline that uses it.
+
+Example:
+    >>> net = build_backbone("resnet18", last_stride=1)
+    >>> net(torch.zeros(2, 3, 128, 64)).shape
+    torch.Size([2, 512, 8, 4])
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torchvision import models as tvm
+
+__all__ = ["ResNetBackbone", "build_backbone", "BACKBONES", "STAGES"]
+
+# name -> (torchvision constructor, ImageNet weights enum, channels of layer1..layer4)
+BACKBONES: dict[str, tuple[Callable[..., tvm.ResNet], object, tuple[int, int, int, int]]] = {
+    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, (64, 128, 256, 512)),
+    "resnet34": (tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, (64, 128, 256, 512)),
+    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, (256, 512, 1024, 2048)),
+    "resnet101": (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1, (256, 512, 1024, 2048)),
+}
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _set_last_stride(layer4: nn.Sequential, stride: int) -> None:
+    """Set the stride of the first block of ``layer4`` (its conv and its shortcut)."""
+    block = layer4[0]
+    # BasicBlock strides conv1, Bottleneck (torchvision v1.5) strides conv2.
+    conv = block.conv2 if isinstance(block, tvm.resnet.Bottleneck) else block.conv1
+    conv.stride = (stride, stride)
+    if block.downsample is not None:
+        block.downsample[0].stride = (stride, stride)
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet without its pooling and classifier.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        pretrained: load ImageNet weights (downloads them once; needs internet).
+        last_stride: stride of ``layer4`` (1 for re-ID, 2 as in ImageNet ResNets).
+
+    Attributes:
+        stem, layer1, layer2, layer3, layer4: the stages, usable on their own
+            (EnsembleNet splits ``layer4``; QAConv stops after ``layer3``).
+        stage_channels: channels after layer1..layer4.
+        out_channels: channels of the final map.
+    """
+
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, last_stride: int = 1) -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; valid names: {sorted(BACKBONES)}")
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        ctor, weights, channels = BACKBONES[name]
+        net = ctor(weights=None)
+        if pretrained:
+            net.load_state_dict(_load_imagenet_state(name, weights))
+        _set_last_stride(net.layer4, last_stride)
+        self.name = name
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.stage_channels = channels
+        self.out_channels = channels[-1]
+
+    def forward(self, x: Tensor, upto: str = "layer4") -> Tensor:
+        """Run the stages up to and including ``upto``.
+
+        Args:
+            x: (B, 3, H, W) normalised images.
+            upto: last stage to run, one of :data:`STAGES`.
+
+        Returns:
+            (B, C, H/s, W/s) map; s = 16 after layer3, 16 or 32 after layer4.
+        """
+        if upto not in STAGES:
+            raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
+        for stage in STAGES:
+            x = getattr(self, stage)(x)
+            if stage == upto:
+                break
+        return x
+
+
+def _load_imagenet_state(name: str, weights: object) -> dict[str, Tensor]:
+    """Download (or read from the torch hub cache) ImageNet weights, with a clear offline error."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)  # type: ignore[attr-defined]
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        hub_dir = torch.hub.get_dir()
+        raise RuntimeError(
+            f"pretrained=True for {name}: could not get the ImageNet weights from "
+            f"{weights.url} ({err}). This machine looks offline. Either download that file "  # type: ignore[attr-defined]
+            f"into {hub_dir}/checkpoints/ on a machine with internet, or pass pretrained=False."
+        ) from err
+
+
+def build_backbone(name: str = "resnet50", pretrained: bool = False, last_stride: int = 1) -> ResNetBackbone:
+    """Build a :class:`ResNetBackbone`; see that class for the arguments."""
+    return ResNetBackbone(name, pretrained=pretrained, last_stride=last_stride)

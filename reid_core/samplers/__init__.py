@@ -1,0 +1,1 @@
+"""reid_core.samplers (public names are wired here at integration)."""
