@@ -1,0 +1,66 @@
+"""Checkpoints written atomically and read back with ``torch.load(weights_only=True)``.
+
+A checkpoint is written to a temporary file in the target folder, flushed to disk, then
+renamed over the target (``os.replace`` is atomic on POSIX), so a crash mid-write never leaves
+a truncated ``last.pt``. Loading uses ``weights_only=True``: only tensors, numbers, strings and
+containers of them are accepted, so a checkpoint cannot run code when it is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or holds something other than what was expected."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    Args:
+        state: tensors, numbers, strings, and dicts/lists/tuples of them (what
+            ``weights_only=True`` can read back).
+        path: target file; its folder is created if missing.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors, truncated zip, disallowed globals
+        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state

@@ -1,0 +1,96 @@
+"""The papers' own numbers, in one place (the results page and every chapter read them here).
+
+Each entry says where the figure comes from. Values are percentages as printed by the source.
+Where a paper's numbers could not be read (EnsembleNet), the entry says so instead of
+inventing them. Sources are the works' papers and their public code; see ``references.bib``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PaperResult", "PAPER_RESULTS", "paper_results_for"]
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """One published figure.
+
+    Attributes:
+        work: the chapter key: ``"basics"``, ``"metric_learning"``, ``"alignedreid"``,
+            ``"ensemblenet"``, ``"graph_sampling"``.
+        method: the method as the source names it.
+        train: training set.
+        test: test set.
+        rank1, mAP, rank5, rank10: percentages, ``None`` where not reported / not found.
+        reranked: with k-reciprocal re-ranking.
+        source: where the number was read.
+        note: caveats.
+    """
+
+    work: str
+    method: str
+    train: str
+    test: str
+    rank1: float | None
+    mAP: float | None
+    rank5: float | None = None
+    rank10: float | None = None
+    reranked: bool = False
+    source: str = ""
+    note: str = ""
+
+
+PAPER_RESULTS: tuple[PaperResult, ...] = (
+    # --- basics: the strong baseline and the re-ranking paper's IDE baseline
+    PaperResult("basics", "BoT strong baseline (ResNet-50)", "Market-1501", "Market-1501", 94.5, 85.9,
+                source="Luo et al. 2019, abstract", note="without re-ranking"),
+    PaperResult("basics", "IDE ResNet-50 (euclidean)", "Market-1501", "Market-1501", 78.92, 55.03,
+                source="Zhong et al. 2017, person-re-ranking README"),
+    PaperResult("basics", "IDE ResNet-50 + k-reciprocal re-ranking", "Market-1501", "Market-1501", 81.44, 70.39,
+                reranked=True, source="Zhong et al. 2017, person-re-ranking README"),
+    # --- metric learning
+    PaperResult("metric_learning", "TriNet (batch-hard triplet)", "Market-1501", "Market-1501", 84.92, None,
+                source="Hermans et al. 2017", note="mAP 69.14 recalled, unconfirmed"),
+    # --- AlignedReID: paper (trained on 4 merged datasets) and the public re-production (Market only)
+    PaperResult("alignedreid", "AlignedReID (paper)", "4 datasets merged", "Market-1501", 91.8, 79.3,
+                source="Zhang et al. 2017", note="paper trains on Market+CUHK03+Duke+CUHK-SYSU; global feature at test"),
+    PaperResult("alignedreid", "AlignedReID (paper) + RK", "4 datasets merged", "Market-1501", 94.4, 90.7,
+                reranked=True, source="Zhang et al. 2017"),
+    PaperResult("alignedreid", "AlignedReID (paper)", "4 datasets merged", "CUHK03", 92.4, None,
+                source="Zhang et al. 2017", note="likely the old 1367/100 protocol"),
+    PaperResult("alignedreid", "AlignedReID (paper) + RK", "4 datasets merged", "CUHK03", 97.8, None, 99.6, 99.8,
+                reranked=True, source="Zhang et al. 2017", note="likely the old 1367/100 protocol"),
+    PaperResult("alignedreid", "re-production: global triplet", "Market-1501", "Market-1501", 87.05, 71.38,
+                source="AlignedReID-Re-Production-Pytorch README"),
+    PaperResult("alignedreid", "re-production: global triplet + RK", "Market-1501", "Market-1501", 89.85, 85.49,
+                reranked=True, source="AlignedReID-Re-Production-Pytorch README"),
+    PaperResult("alignedreid", "re-production: global + local, test global+local", "Market-1501", "Market-1501", 88.18, 73.34,
+                source="AlignedReID-Scores.xlsx (GL+LL+TWGALD)"),
+    PaperResult("alignedreid", "re-production: global + mutual", "Market-1501", "Market-1501", 88.78, 75.76,
+                source="AlignedReID-Re-Production-Pytorch README"),
+    PaperResult("alignedreid", "re-production: global + mutual + RK", "Market-1501", "Market-1501", 91.92, 88.27,
+                reranked=True, source="AlignedReID-Re-Production-Pytorch README"),
+    # --- EnsembleNet: the paper's tables could not be read
+    PaperResult("ensemblenet", "EnsembleNet, 3 branches", "Market-1501", "Market-1501", None, None,
+                source="Wang et al. 2019 (arXiv 1901.05798)", note="numbers not found in the sources we could read"),
+    # --- Graph Sampling / QAConv-GS 2.1 (direct cross-dataset)
+    PaperResult("graph_sampling", "QAConv-GS", "Market-1501", "CUHK03-NP", 19.1, 18.1, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "Market-1501", "MSMT17", 45.9, 17.2, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "MSMT17 (train)", "CUHK03-NP", 20.9, 20.6, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "MSMT17 (train)", "Market-1501", 79.1, 49.5, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "MSMT17 (all)", "CUHK03-NP", 27.6, 28.0, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "MSMT17 (all)", "Market-1501", 82.4, 56.9, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "RandPerson", "CUHK03-NP", 18.4, 16.1, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "RandPerson", "Market-1501", 76.7, 46.7, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv-GS", "RandPerson", "MSMT17", 45.1, 15.5, source="QAConv repo README (2.1 = CVPR'22)"),
+    PaperResult("graph_sampling", "QAConv 1.0 (no GS)", "Market-1501", "MSMT17", 22.6, 7.0, source="QAConv repo README"),
+)
+
+
+def paper_results_for(work: str) -> list[PaperResult]:
+    """The entries of one chapter (``work`` key); an unknown key raises with the valid ones."""
+    works = sorted({r.work for r in PAPER_RESULTS})
+    if work not in works:
+        raise ValueError(f"unknown work {work!r}; valid: {works}")
+    return [r for r in PAPER_RESULTS if r.work == work]

@@ -1,0 +1,59 @@
+"""Results JSON files and the results page."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reid_core.paper_results import PAPER_RESULTS, paper_results_for
+from reid_core.results import RESULT_FIELDS, load_results, metrics_from_cmc, render_results_page, write_result
+
+
+def test_write_and_load_roundtrip(tmp_path):
+    path = write_result(tmp_path, "01_reid_basics", "baseline", method="BoT", dataset="synthreid", profile="smoke",
+                        rank1=50.0, rank5=70.0, rank10=80.0, mAP=40.0, train_seconds=3.2, device="cpu",
+                        params={"epochs": np.int64(2)}, test_dataset="synthreid_b")
+    assert path == tmp_path / "01_reid_basics" / "baseline.json"
+    record = json.loads(path.read_text())
+    assert set(RESULT_FIELDS) <= set(record) and record["params"] == {"epochs": 2} and record["test_dataset"] == "synthreid_b"
+    loaded = load_results(tmp_path)
+    assert len(loaded) == 1 and loaded[0]["rank1"] == 50.0
+
+
+def test_write_result_validates(tmp_path):
+    with pytest.raises(ValueError, match="run name"):
+        write_result(tmp_path, "nb", "a b", method="m", dataset="d", profile="smoke", rank1=1, mAP=1)
+    with pytest.raises(ValueError, match="rank1"):
+        write_result(tmp_path, "nb", "r", method="m", dataset="d", profile="smoke", rank1=0.5e3, mAP=1)
+
+
+def test_load_results_names_bad_file(tmp_path):
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "x.json").write_text(json.dumps({"notebook": "nb"}))
+    with pytest.raises(ValueError, match="x.json.*missing fields"):
+        load_results(tmp_path)
+
+
+def test_metrics_from_cmc():
+    cmc = np.linspace(0.5, 1.0, 20)
+    m = metrics_from_cmc(cmc, 0.25)
+    assert m == pytest.approx({"rank1": 50.0, "rank5": cmc[4] * 100, "rank10": cmc[9] * 100, "mAP": 25.0})
+
+
+def test_results_page_tables_runs_beside_papers(tmp_path):
+    write_result(tmp_path, "03_alignedreid", "global", method="global only", dataset="synthreid", profile="synth",
+                 rank1=61.25, mAP=40.0)
+    page = render_results_page(load_results(tmp_path))
+    assert "| global only | synthreid | synth | 61.2 |" in page  # our run, formatted
+    for p in paper_results_for("alignedreid"):
+        assert p.method in page
+    assert "No runs yet" in page  # chapters without runs say so
+    assert page.count("## ") == 5
+
+
+def test_paper_results_lookup():
+    assert all(r.work in {"basics", "metric_learning", "alignedreid", "ensemblenet", "graph_sampling"} for r in PAPER_RESULTS)
+    with pytest.raises(ValueError, match="valid"):
+        paper_results_for("nope")
