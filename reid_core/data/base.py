@@ -1,0 +1,280 @@
+"""The common base of every re-ID dataset reader: three lists of ``(path, pid, camid)``.
+
+A reader turns a dataset folder into ``train``, ``query`` and ``gallery`` lists, following
+the standard protocol (papers.md §5.1, §6): camera ids are 0-based, training pids are
+relabelled to ``0..C-1`` (sorted by the original pid, so the mapping does not depend on the
+order files are listed in), query and gallery pids stay as in the files, junk boxes (pid -1)
+are dropped and distractors (pid 0 in Market-1501 / DukeMTMC-reID) stay in the gallery.
+
+Chapter: 01 (the datasets and their statistics).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+__all__ = [
+    "DatasetLayoutError",
+    "Item",
+    "ReIDDataset",
+    "IMAGE_EXTENSIONS",
+    "MARKET_NAME_PATTERN",
+    "find_dataset_dir",
+    "list_images",
+    "parse_market_folder",
+    "relabel",
+    "drop_junk",
+]
+
+Item = tuple[str, int, int]
+"""One sample: ``(image path, person id, 0-based camera id)``."""
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+"""File endings read as images; other files (e.g. Market-1501's ``Thumbs.db``) are counted
+and reported, never parsed."""
+
+MARKET_NAME_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")
+"""Market-1501 style file names, ``0002_c1s1_000451_03.jpg``: group 1 the pid (-1 junk,
+0 distractor), group 2 the 1-based camera (papers.md §6.1)."""
+
+
+class DatasetLayoutError(ValueError):
+    """A dataset folder is missing, empty, or does not have the expected layout.
+
+    The message names the offending path and describes the layout expected there.
+    """
+
+
+def find_dataset_dir(root: str | os.PathLike[str], folder_names: Sequence[str], marker: str,
+                     dataset: str, layout: str) -> Path:
+    """Locate a dataset folder given either the folder itself or a parent holding it.
+
+    Args:
+        root: the dataset folder, or a folder containing it under one of ``folder_names``.
+        folder_names: standard (relative) names of the dataset folder, tried in order.
+        marker: a sub-path whose presence identifies the dataset folder
+            (e.g. ``"bounding_box_train"``).
+        dataset: the dataset's name, for the error message.
+        layout: a description of the expected layout, for the error message.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        DatasetLayoutError: ``root`` does not exist, or neither it nor any standard sub-folder
+            holds ``marker``.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise DatasetLayoutError(f"{dataset}: root folder '{root_path}' does not exist. Expected {layout}")
+    candidates = [root_path] + [root_path / name for name in folder_names]
+    for candidate in candidates:
+        if (candidate / marker).exists():
+            return candidate
+    tried = ", ".join(f"'{c}'" for c in candidates)
+    raise DatasetLayoutError(
+        f"{dataset}: no '{marker}' found in {tried}. Pass the dataset folder itself or its parent "
+        f"holding one of {list(folder_names)}. Expected {layout}"
+    )
+
+
+def list_images(folder: Path, layout: str) -> tuple[list[Path], list[Path]]:
+    """List the image files of a folder, sorted by name.
+
+    Args:
+        folder: the folder to list (not recursive).
+        layout: a description of the expected layout, for error messages.
+
+    Returns:
+        ``(images, others)``: image files (by extension, see :data:`IMAGE_EXTENSIONS`) and
+        the other files, both sorted.
+
+    Raises:
+        DatasetLayoutError: the folder is missing or holds no image.
+    """
+    if not folder.is_dir():
+        raise DatasetLayoutError(f"missing folder '{folder}'. Expected {layout}")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if not images:
+        raise DatasetLayoutError(
+            f"folder '{folder}' holds no image ({sorted(IMAGE_EXTENSIONS)}). Expected {layout}"
+        )
+    return images, others
+
+
+def parse_market_folder(folder: Path, layout: str, num_cameras: int | None) -> tuple[list[Item], list[Path]]:
+    """Read a folder of Market-1501 style images (``{pid}_c{cam}...``) into items.
+
+    Junk (pid -1) is dropped here; distractors (pid 0) are kept.
+
+    Args:
+        folder: e.g. ``.../bounding_box_train``.
+        layout: a description of the expected layout, for error messages.
+        num_cameras: the number of cameras of the dataset (camera numbers must lie in
+            ``1..num_cameras``), or ``None`` for any positive camera number.
+
+    Returns:
+        ``(items, ignored)``: ``(path, pid, camid)`` with camid 0-based, in file-name order,
+        and the non-image files that were not read.
+
+    Raises:
+        DatasetLayoutError: missing/empty folder, a file name that does not parse, or a
+            camera number out of range.
+    """
+    images, others = list_images(folder, layout)
+    items: list[Item] = []
+    for path in images:
+        match = MARKET_NAME_PATTERN.match(path.name)
+        if match is None:
+            raise DatasetLayoutError(
+                f"file name '{path}' does not parse as '{{pid}}_c{{camera}}...' "
+                f"(e.g. 0002_c1s1_000451_03.jpg). Expected {layout}"
+            )
+        pid, cam = int(match.group(1)), int(match.group(2))
+        if pid < -1:
+            raise DatasetLayoutError(f"file '{path}' has pid {pid}; expected -1 (junk), 0 or a positive id")
+        if cam < 1 or (num_cameras is not None and cam > num_cameras):
+            expected = f"1..{num_cameras}" if num_cameras is not None else ">= 1"
+            raise DatasetLayoutError(f"file '{path}' has camera c{cam}; expected camera {expected}")
+        items.append((str(path), pid, cam - 1))
+    return drop_junk(items), others
+
+
+def drop_junk(items: Iterable[Item]) -> list[Item]:
+    """Drop junk boxes (pid -1), as the standard protocol does (papers.md §5.1)."""
+    return [item for item in items if item[1] != -1]
+
+
+def relabel(items: Sequence[Item]) -> list[Item]:
+    """Map pids to ``0..C-1`` in increasing order of the original pid.
+
+    Args:
+        items: ``(path, pid, camid)`` samples.
+
+    Returns:
+        The same samples, in the same order, with consecutive pids.
+    """
+    label_of = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+    return [(path, label_of[pid], camid) for path, pid, camid in items]
+
+
+def _subset_statistics(items: Sequence[Item]) -> dict[str, int]:
+    """Number of identities, images and cameras of one subset."""
+    return {
+        "ids": len({pid for _, pid, _ in items}),
+        "images": len(items),
+        "cameras": len({camid for _, _, camid in items}),
+    }
+
+
+class ReIDDataset:
+    """A re-ID dataset split into ``train``, ``query`` and ``gallery`` lists.
+
+    Args:
+        train: ``(path, pid, camid)`` training samples with pids already ``0..C-1``.
+        query: query samples, pids as in the files.
+        gallery: gallery samples, pids as in the files (distractors included).
+        name: the dataset's name, printed in the statistics table.
+        verbose: print the statistics table.
+
+    Raises:
+        DatasetLayoutError: a subset is empty or the training pids are not ``0..C-1``.
+    """
+
+    def __init__(self, train: list[Item], query: list[Item], gallery: list[Item], name: str,
+                 verbose: bool = True) -> None:
+        self.name = name
+        self.train, self.query, self.gallery = train, query, gallery
+        for subset, items in (("train", train), ("query", query), ("gallery", gallery)):
+            if not items:
+                raise DatasetLayoutError(f"{name}: the {subset} subset is empty")
+        train_pids = sorted({pid for _, pid, _ in train})
+        if train_pids != list(range(len(train_pids))):
+            raise DatasetLayoutError(f"{name}: training pids must be relabelled to 0..C-1")
+        if verbose:
+            self.print_statistics()
+
+    @property
+    def num_train_pids(self) -> int:
+        """Number of training identities C (the classifier's width)."""
+        return len({pid for _, pid, _ in self.train})
+
+    @property
+    def num_train_imgs(self) -> int:
+        """Number of training images."""
+        return len(self.train)
+
+    @property
+    def num_train_cams(self) -> int:
+        """Number of cameras seen in training."""
+        return len({camid for _, _, camid in self.train})
+
+    @property
+    def num_query_pids(self) -> int:
+        """Number of query identities."""
+        return len({pid for _, pid, _ in self.query})
+
+    @property
+    def num_query_imgs(self) -> int:
+        """Number of query images."""
+        return len(self.query)
+
+    @property
+    def num_query_cams(self) -> int:
+        """Number of cameras seen in the query set."""
+        return len({camid for _, _, camid in self.query})
+
+    @property
+    def num_gallery_pids(self) -> int:
+        """Number of gallery identities (distractor pid 0 counts as one)."""
+        return len({pid for _, pid, _ in self.gallery})
+
+    @property
+    def num_gallery_imgs(self) -> int:
+        """Number of gallery images."""
+        return len(self.gallery)
+
+    @property
+    def num_gallery_cams(self) -> int:
+        """Number of cameras seen in the gallery."""
+        return len({camid for _, _, camid in self.gallery})
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        """The standard table as a dict.
+
+        Returns:
+            ``{"train" | "query" | "gallery": {"ids": int, "images": int, "cameras": int}}``.
+        """
+        return {
+            "train": _subset_statistics(self.train),
+            "query": _subset_statistics(self.query),
+            "gallery": _subset_statistics(self.gallery),
+        }
+
+    def format_statistics(self) -> str:
+        """The standard table (subset | # ids | # images | # cameras) as text."""
+        stats = self.statistics()
+        lines = [
+            f"=> {self.name} loaded",
+            "  ----------------------------------------",
+            "  subset   | # ids | # images | # cameras",
+            "  ----------------------------------------",
+        ]
+        for subset in ("train", "query", "gallery"):
+            s = stats[subset]
+            lines.append(f"  {subset:<8} | {s['ids']:5d} | {s['images']:8d} | {s['cameras']:9d}")
+        lines.append("  ----------------------------------------")
+        return "\n".join(lines)
+
+    def print_statistics(self) -> None:
+        """Print the standard statistics table."""
+        print(self.format_statistics())
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(train={self.num_train_imgs} images / {self.num_train_pids} ids, "
+                f"query={self.num_query_imgs}, gallery={self.num_gallery_imgs})")

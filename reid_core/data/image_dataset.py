@@ -1,0 +1,142 @@
+"""A torch ``Dataset`` over ``(path, pid, camid)`` items, optionally decoded once into memory.
+
+Every image is decoded with Pillow into an RGB ``uint8`` tensor of shape (3, H, W), whether it
+is read from disk at each access or kept in memory (``preload=True``), so a transform sees
+the same input either way and the two modes give identical samples. On a 2-core machine
+JPEG decoding each epoch is the bottleneck of a small model's training; preloading pays it
+once (Market-1501's 12,936 training images at 128x64 take about 320 MB).
+
+Chapter: 01 (the data pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from reid_core.data.base import Item
+
+__all__ = ["ImageDataset", "ImageLoadError", "read_image"]
+
+
+class ImageLoadError(OSError):
+    """An image file is missing, unreadable or corrupt; the message names the file."""
+
+
+def read_image(path: str) -> Tensor:
+    """Decode an image file to an RGB tensor.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (3, H, W) ``torch.uint8``.
+
+    Raises:
+        ImageLoadError: the file is missing, not an image, or truncated.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # forces a full decode: a truncated file fails here
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError... for bad data
+        raise ImageLoadError(f"cannot load image '{path}': {type(error).__name__}: {error}") from error
+    array = np.asarray(rgb)  # (H, W, 3) uint8
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def _validate_items(items: Sequence[Item]) -> list[Item]:
+    """Check that every item is ``(str path, int pid, int camid)``."""
+    checked: list[Item] = []
+    for index, item in enumerate(items):
+        if not (isinstance(item, (tuple, list)) and len(item) == 3):
+            raise ValueError(f"items[{index}] must be (path, pid, camid), got {item!r}")
+        path, pid, camid = item
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"items[{index}]: path must be a str, got {type(path).__name__}")
+        checked.append((os.fspath(path), int(pid), int(camid)))
+    return checked
+
+
+class ImageDataset(Dataset):
+    """Images of ``(path, pid, camid)`` items, returned as ``(image, pid, camid, index)``.
+
+    Args:
+        items: e.g. ``Market1501(root).train``.
+        transform: applied to the (3, H, W) uint8 image (e.g. ``build_transforms(...)``);
+            ``None`` returns the uint8 tensor.
+        preload: decode every image once (a tqdm bar shows progress) and keep the uint8
+            tensors in memory; the transform still runs at each access.
+
+    Raises:
+        ValueError: an item that is not ``(path, pid, camid)``.
+        ImageLoadError: an unreadable image, when it is loaded (at access, or while preloading).
+
+    Example:
+        >>> data = ImageDataset(Market1501("data").train, build_transforms(256, 128, True))  # doctest: +SKIP
+        >>> image, pid, camid, index = data[0]  # doctest: +SKIP
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Callable[[Tensor], Any] | None = None,
+                 preload: bool = False) -> None:
+        self.items = _validate_items(items)
+        self.transform = transform
+        self.preloaded: list[Tensor] | None = None
+        if preload:
+            self.preloaded = self._decode_all()
+
+    def _decode_all(self) -> list[Tensor]:
+        """Decode every image; Pillow releases the GIL while decoding, so threads help."""
+        from tqdm import tqdm
+
+        paths = [path for path, _, _ in self.items]
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(tqdm(pool.map(read_image, paths), total=len(paths), desc="preload images", unit="img"))
+
+    @property
+    def pids(self) -> list[int]:
+        """The pid of each item, in order (what the samplers take)."""
+        return [pid for _, pid, _ in self.items]
+
+    @property
+    def camids(self) -> list[int]:
+        """The camid of each item, in order."""
+        return [camid for _, _, camid in self.items]
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the preloaded images (0 without preload)."""
+        if self.preloaded is None:
+            return 0
+        return sum(image.numel() * image.element_size() for image in self.preloaded)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
+        """Returns: ``(image, pid, camid, index)``; image (3, H, W) uint8 or the transform's output."""
+        path, pid, camid = self.items[index]
+        if self.preloaded is not None:
+            image = self.preloaded[index].clone()  # (3, H, W); a copy, so no transform can alter the cache
+        else:
+            image = read_image(path)  # (3, H, W)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, pid, camid, index
+
+    def __repr__(self) -> str:
+        if self.preloaded is None:
+            memory = "not preloaded"
+        else:
+            memory = f"preloaded, {self.memory_bytes / 2**20:.1f} MiB in memory"
+        transform = "None" if self.transform is None else type(self.transform).__name__
+        return f"ImageDataset({len(self)} images, {len(set(self.pids))} ids, {memory}, transform={transform})"
