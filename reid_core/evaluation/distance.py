@@ -10,13 +10,22 @@ Chapters: 01 (evaluation), 02 (contrastive/triplet losses), 03 (global distance)
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Callable, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-__all__ = ["pairwise_distance", "compute_distance_matrix", "METRICS"]
+__all__ = [
+    "pairwise_distance",
+    "compute_distance_matrix",
+    "make_distance_fn",
+    "available_memory_bytes",
+    "check_memory",
+    "METRICS",
+]
 
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
 METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -69,12 +78,125 @@ def compute_distance_matrix(
 
     Returns:
         (N, M) float32 distances on the device of ``qf``.
+
+    Raises:
+        MemoryError: when the result and one block's temporaries will not fit (the message
+            names the chunked and top-k alternatives).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_memory(
+        # the float32 result, plus ~6 float32 temporaries of one block's expansion
+        4 * qf.shape[0] * gf.shape[0] + 4 * 6 * min(chunk_size, qf.shape[0]) * gf.shape[0],
+        qf.device,
+        what=f"compute_distance_matrix: a {qf.shape[0]} x {gf.shape[0]} float32 matrix",
+        advice="evaluate ranks without the full matrix with "
+        "reid_core.evaluation.rank.evaluate_features(qf, gf, ..., chunk_size=...), or search a "
+        "top-k with reid_core.retrieval",
+    )
     out = torch.empty(qf.shape[0], gf.shape[0], dtype=torch.float32, device=qf.device)
     gf = gf.to(qf.device)
     for start in range(0, qf.shape[0], chunk_size):
         block = qf[start : start + chunk_size]
         out[start : start + block.shape[0]] = pairwise_distance(block, gf, metric).float()
     return out
+
+
+def make_distance_fn(qf: Tensor, gf: Tensor, metric: Metric = "euclidean") -> Callable[[int, int], Tensor]:
+    """A function giving query-by-gallery distance blocks on demand, for chunked evaluation.
+
+    ``fn(start, end)`` returns the distances of ``qf[start:end]`` to every row of ``gf`` as a
+    float32 ``(end - start, M)`` block, with the values of :func:`pairwise_distance`, so a
+    consumer that walks the queries in blocks never holds more than one block: the peak
+    memory is bounded by the block, not by ``N x M``. The gallery's squared norms (or its
+    normalised copy, for cosine) are computed once, not per block, and each block is one
+    ``addmm`` plus in-place updates.
+
+    Args:
+        qf: (N, D) query features.
+        gf: (M, D) gallery features (moved to the device of ``qf``).
+        metric: see :func:`pairwise_distance`.
+
+    Returns:
+        A callable ``(start, end) -> (end - start, M)`` float32 tensor on the device of ``qf``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"expected qf (N, D) and gf (M, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+    with torch.no_grad():
+        gf = gf.to(device=qf.device, dtype=qf.dtype)
+        if metric == "cosine":
+            gf = F.normalize(gf, dim=1)  # (M, D)
+        g_sq = (gf * gf).sum(1).unsqueeze(0)  # (1, M): |y|^2, once for all blocks
+
+    @torch.no_grad()
+    def distance_block(start: int, end: int) -> Tensor:
+        if not 0 <= start < end <= qf.shape[0]:
+            raise ValueError(f"expected 0 <= start < end <= {qf.shape[0]}, got start={start}, end={end}")
+        q = qf[start:end]  # (B, D)
+        if metric == "cosine":
+            # 1 - cos(x, y) = 1 - x_hat . y_hat
+            return torch.addmm(torch.ones_like(g_sq), F.normalize(q, dim=1), gf.T, alpha=-1.0).float()  # (B, M)
+        sq = torch.addmm(g_sq, q, gf.T, alpha=-2.0)  # (B, M): |y|^2 - 2 x.y
+        sq.add_((q * q).sum(1, keepdim=True)).clamp_min_(0.0)  # (B, M): ||x - y||^2
+        if metric == "euclidean":
+            sq.sqrt_()
+        return sq.float()
+
+    return distance_block
+
+
+def available_memory_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory that a new allocation on ``device`` can use now, in bytes.
+
+    On the CPU this is ``MemAvailable`` from ``/proc/meminfo`` (free memory plus the page cache
+    the kernel can drop), falling back to ``os.sysconf`` free pages elsewhere. On CUDA it is the
+    driver's free memory plus what PyTorch's caching allocator holds reserved but unused.
+
+    Args:
+        device: the device the allocation is for.
+
+    Returns:
+        Bytes available.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        # No way to ask (e.g. not Linux): do not block the work on a guess.
+        return np.iinfo(np.int64).max
+
+
+def check_memory(nbytes: int, device: torch.device | str, what: str, advice: str) -> None:
+    """Raise :class:`MemoryError` before allocating ``nbytes`` that will not fit on ``device``.
+
+    Being refused with a message that names the size and a way out is better than being
+    killed by the operating system half-way through an evaluation.
+
+    Args:
+        nbytes: the estimated peak bytes of the planned work.
+        device: where it will be allocated.
+        what: the work, named for the message (e.g. ``"evaluate_rank: 512 x 82161 block"``).
+        advice: what to do instead (a smaller ``chunk_size``, another API).
+
+    Raises:
+        MemoryError: when ``nbytes`` exceeds :func:`available_memory_bytes`.
+    """
+    available = available_memory_bytes(device)
+    if nbytes > available:
+        raise MemoryError(
+            f"{what} needs about {nbytes / 2**30:.2f} GiB on {torch.device(device)}, but only "
+            f"{available / 2**30:.2f} GiB is available; {advice}"
+        )
