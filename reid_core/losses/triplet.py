@@ -88,6 +88,10 @@ class TripletLoss(nn.Module):
 
     def from_distance(self, dist: Tensor, labels: Tensor) -> Tensor:
         """The same loss from a precomputed (B, B) distance matrix."""
+        # Checked for both minings: batch-all's (B, B, B) mask would otherwise fail later
+        # with an opaque IndexError that names neither argument.
+        if dist.dim() != 2 or dist.shape[0] != dist.shape[1] or labels.shape != dist.shape[:1]:
+            raise ValueError(f"expected dist (B, B) and labels (B,), got {tuple(dist.shape)} and {tuple(labels.shape)}")
         if self.mining == "batch_hard":
             dist_ap, dist_an, _, _ = hard_example_mining(dist, labels)
             valid = torch.isfinite(dist_an)  # anchors with at least one negative
