@@ -1,0 +1,332 @@
+r"""EnsembleNet: one ResNet branched into an ensemble of part-pooled heads.
+
+Wang, Li, Miao, "Ensemble Feature for Person Re-Identification", arXiv 1901.05798 (2019).
+
+Instead of training K networks and concatenating their features (K times the training time and
+the weights to keep), the network is shared up to and including the first block of its last
+stage (``res_conv5_1`` / res5a in ResNet-50) and then splits into B branches, each with its own
+copy of the rest of that stage (res5b, res5c). Branch :math:`b \in \{1..B\}` cuts its map
+:math:`F^{(b)}` into :math:`b` horizontal stripes by adaptive average pooling,
+
+.. math::
+    g^{(b)}_p = \frac{1}{|R_p| W} \sum_{h \in R_p} \sum_{w} F^{(b)}_{:, h, w},
+    \qquad R_p = \Big[\big\lfloor \tfrac{(p-1) H}{b} \big\rfloor,\;
+                     \big\lceil \tfrac{p H}{b} \big\rceil\Big), \quad p = 1..b,
+
+reduces each stripe with a 1x1 conv (+ BN, ReLU) to a d-dimensional part feature
+:math:`f^{(b)}_p` (d = 256 in the paper), and classifies each part with its own softmax. The
+training loss is the sum of the per-part cross-entropies
+
+.. math::
+    L = \sum_{b=1}^{B} \sum_{p=1}^{b} \mathrm{CE}\big(W^{(b)}_p f^{(b)}_p + c^{(b)}_p,\; y\big),
+
+and the test ("ensemble") feature concatenates every part feature:
+:math:`d \cdot B(B+1)/2` dimensions (1536 for the paper's three branches).
+
+What the available sources confirm: ResNet-50, the split after ``res_conv5_1``, branch b pooled
+into b stripes, 256-d reduction, one softmax per part, concatenated test feature. What they do
+not confirm, and this module chooses: BN + ReLU after the reduction conv, last stride 1 (so a
+256x128 input gives a 16x8 map, enough rows for the stripes), no triplet loss. See
+``notebooks/04_ensemblenet.py`` for the chapter.
+
+Example:
+    >>> net = EnsembleNet(num_classes=10, num_branches=3, backbone="resnet18", reduction_dim=64)
+    >>> out = net(torch.zeros(2, 3, 128, 64))
+    >>> out.feat.shape, len(out.logits)
+    (torch.Size([2, 384]), 6)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+from reid_core.models.backbone import build_backbone
+from reid_core.models.outputs import ReIDOutput
+
+__all__ = [
+    "EnsembleNet",
+    "PartHead",
+    "BranchActivation",
+    "ensemble_loss",
+    "part_activation_maps",
+    "part_row_ranges",
+    "MAX_BRANCHES",
+]
+
+MAX_BRANCHES = 8
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def part_row_ranges(height: int, num_parts: int) -> list[tuple[int, int]]:
+    """Rows ``[start, end)`` that adaptive average pooling to ``num_parts`` rows averages over.
+
+    PyTorch's adaptive pooling uses ``start = floor(p * H / n)`` and ``end = ceil((p + 1) * H / n)``
+    for output row p, so stripes overlap by one row when n does not divide H.
+
+    Args:
+        height: H, rows of the map.
+        num_parts: n, the number of stripes.
+
+    Returns:
+        n pairs ``(start, end)``, top to bottom.
+    """
+    _check_positive_int("height", height)
+    _check_positive_int("num_parts", num_parts)
+    return [((p * height) // num_parts, math.ceil((p + 1) * height / num_parts)) for p in range(num_parts)]
+
+
+class PartHead(nn.Module):
+    """Reduction (1x1 conv without bias, BN, ReLU) and identity classifier of one part.
+
+    Args:
+        in_channels: C of the branch map.
+        reduction_dim: d of the part feature.
+        num_classes: number of training identities.
+    """
+
+    def __init__(self, in_channels: int, reduction_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, reduction_dim, kernel_size=1, bias=False),
+            nn.BatchNorm2d(reduction_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(reduction_dim, num_classes)
+        nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_in", nonlinearity="relu")
+        nn.init.ones_(self.reduce[1].weight)
+        nn.init.zeros_(self.reduce[1].bias)
+        # Small logits at the start, so every part's loss begins near log(C).
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """Reduce and classify one pooled stripe.
+
+        Args:
+            pooled: (B, C, 1, 1) the stripe's average.
+
+        Returns:
+            ``(feature, logits)``: (B, d) and (B, num_classes).
+        """
+        feature = self.reduce(pooled).flatten(1)  # (B, d)
+        return feature, self.classifier(feature)  # (B, d), (B, num_classes)
+
+
+class EnsembleNet(nn.Module):
+    """A shared ResNet trunk up to ``res_conv5_1`` and ``num_branches`` part-pooled branches.
+
+    Args:
+        num_classes: number of training identities C.
+        num_branches: B, from 1 to :data:`MAX_BRANCHES`; branch b (1-based) has b stripes.
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
+        reduction_dim: d, channels of each part feature (256 in the paper).
+        pretrained: start from ImageNet weights; every branch starts from the same copy of them.
+
+    Attributes:
+        trunk: stem, layer1..layer3 and the first block of layer4 (stride 1), shared.
+        branches: B deep copies of the rest of layer4.
+        heads: for branch b, a list of b :class:`PartHead`.
+
+    ``forward`` returns, in train and eval mode alike, a :class:`ReIDOutput` with
+        ``feat`` (N, d * B(B+1)/2): the concatenated part features (the ensemble feature);
+        ``parts``: the B(B+1)/2 part features, each (N, d), branch-major, top stripe first;
+        ``logits``: the per-part logits, each (N, C), in the same order.
+    Batches of one image cannot be run in train mode (the BN layers need two samples).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_branches: int = 3,
+        backbone: str = "resnet50",
+        reduction_dim: int = 256,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("num_classes", num_classes)
+        _check_positive_int("reduction_dim", reduction_dim)
+        valid_int = isinstance(num_branches, int) and not isinstance(num_branches, bool)
+        if not valid_int or not 1 <= num_branches <= MAX_BRANCHES:
+            raise ValueError(f"num_branches must be an int from 1 to {MAX_BRANCHES}, got {num_branches!r}")
+        net = build_backbone(backbone, pretrained=pretrained, last_stride=1)
+        self.num_classes = num_classes
+        self.num_branches = num_branches
+        self.reduction_dim = reduction_dim
+        self.trunk = nn.Sequential(
+            OrderedDict(
+                stem=net.stem,
+                layer1=net.layer1,
+                layer2=net.layer2,
+                layer3=net.layer3,
+                res_conv5_1=net.layer4[0],
+            )
+        )
+        rest_of_stage = net.layer4[1:]  # (res_conv5_2, res_conv5_3) in ResNet-50
+        self.branches = nn.ModuleList(copy.deepcopy(rest_of_stage) for _ in range(num_branches))
+        channels = net.out_channels
+        self.heads = nn.ModuleList(
+            nn.ModuleList(PartHead(channels, reduction_dim, num_classes) for _ in range(b))
+            for b in range(1, num_branches + 1)
+        )
+
+    @property
+    def num_parts(self) -> int:
+        """B(B+1)/2, the number of part features."""
+        return self.num_branches * (self.num_branches + 1) // 2
+
+    @property
+    def feat_dim(self) -> int:
+        """d * B(B+1)/2, the size of the ensemble feature."""
+        return self.reduction_dim * self.num_parts
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """Final map of every branch.
+
+        Args:
+            x: (N, 3, H, W) normalised images.
+
+        Returns:
+            B maps, each (N, C, H/16, W/16).
+        """
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if self.training and x.shape[0] < 2:
+            raise ValueError(
+                "EnsembleNet in train mode needs a batch of at least 2 images (BatchNorm); call .eval() for one image"
+            )
+        shared = self.trunk(x)  # (N, C, h, w)
+        return [branch(shared) for branch in self.branches]  # B x (N, C, h, w)
+
+    def forward_head(self, branch_maps: list[Tensor]) -> ReIDOutput:
+        """Stripe pooling, reduction and classification of every branch's map.
+
+        Args:
+            branch_maps: B maps, each (N, C, h, w), as from :meth:`forward_features`.
+
+        Returns:
+            The :class:`ReIDOutput` described in the class docstring.
+        """
+        if len(branch_maps) != self.num_branches:
+            raise ValueError(f"expected {self.num_branches} branch maps, got {len(branch_maps)}")
+        parts: list[Tensor] = []
+        logits: list[Tensor] = []
+        for num_stripes, (fmap, heads) in enumerate(zip(branch_maps, self.heads), start=1):
+            pooled = F.adaptive_avg_pool2d(fmap, (num_stripes, 1))  # (N, C, b, 1)
+            for p, head in enumerate(heads):
+                part, part_logits = head(pooled[:, :, p : p + 1])  # (N, d), (N, C_id)
+                parts.append(part)
+                logits.append(part_logits)
+        feat = torch.cat(parts, dim=1)  # (N, d * B(B+1)/2)
+        return ReIDOutput(feat=feat, logits=logits, parts=parts)
+
+    def forward(self, x: Tensor) -> ReIDOutput:
+        """Run the network on (N, 3, H, W) images; see the class docstring for the output."""
+        return self.forward_head(self.forward_features(x))
+
+    def ensemble_loss(self, output: ReIDOutput, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Sum of the per-part cross-entropies; see :func:`ensemble_loss`."""
+        if isinstance(output.logits, list) and len(output.logits) != self.num_parts:
+            raise ValueError(f"expected {self.num_parts} part logits, got {len(output.logits)}")
+        return ensemble_loss(output, labels, label_smoothing=label_smoothing)
+
+
+def ensemble_loss(output: ReIDOutput, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    r"""EnsembleNet's loss: the SUM (not the mean) over parts of the softmax cross-entropy.
+
+    .. math::
+        L = \sum_{k=1}^{B(B+1)/2} \frac{1}{N} \sum_{n=1}^{N} \mathrm{CE}_\epsilon(z^{(k)}_n, y_n)
+
+    with :math:`\mathrm{CE}_\epsilon` the cross-entropy against labels smoothed by
+    :math:`\epsilon` (Szegedy et al. 2016; 0 in the EnsembleNet paper as far as known).
+
+    Args:
+        output: a model output whose ``logits`` is a list of (N, C) tensors.
+        labels: (N,) integer identity labels in [0, C).
+        label_smoothing: epsilon in [0, 1).
+
+    Returns:
+        Scalar loss.
+    """
+    if not isinstance(output.logits, (list, tuple)) or len(output.logits) == 0:
+        raise ValueError("ensemble_loss expects output.logits to be a non-empty list of (N, C) part logits")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"labels must be a 1-D integer tensor, got shape {tuple(labels.shape)} and dtype {labels.dtype}"
+        )
+    total = output.logits[0].new_zeros(())
+    for k, part_logits in enumerate(output.logits):
+        if part_logits.dim() != 2 or part_logits.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"part {k}: logits {tuple(part_logits.shape)} do not match labels {tuple(labels.shape)}"
+            )
+        total = total + F.cross_entropy(part_logits, labels.long(), label_smoothing=label_smoothing)
+    return total
+
+
+@dataclass
+class BranchActivation:
+    """What one branch of an :class:`EnsembleNet` responds to, for an activation figure.
+
+    Attributes:
+        branch: b, 1-based; the branch has b stripes.
+        activation: (N, h, w) channel-mean of the branch's final map.
+        part_rows: b pairs ``(start, end)`` of map rows each stripe averages over.
+    """
+
+    branch: int
+    activation: Tensor
+    part_rows: list[tuple[int, int]]
+
+    def image_rows(self, image_height: int) -> list[tuple[float, float]]:
+        """Stripe limits in image pixels: ``part_rows`` scaled by ``image_height / h``."""
+        scale = image_height / self.activation.shape[1]
+        return [(start * scale, end * scale) for start, end in self.part_rows]
+
+
+@torch.no_grad()
+def part_activation_maps(model: EnsembleNet, images: Tensor, normalize: bool = True) -> list[BranchActivation]:
+    """Per-branch activation maps and stripe limits, for overlaying on the input images.
+
+    The model runs in eval mode (its mode is restored afterwards) without gradients.
+
+    Args:
+        model: an :class:`EnsembleNet`.
+        images: (N, 3, H, W) normalised images.
+        normalize: rescale each image's map to [0, 1] (min-max), so maps compare as heatmaps.
+
+    Returns:
+        B :class:`BranchActivation`, branch 1 first; each ``activation`` is (N, h, w).
+    """
+    if not isinstance(model, EnsembleNet):
+        raise TypeError(f"model must be an EnsembleNet, got {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        branch_maps = model.forward_features(images)  # B x (N, C, h, w)
+    finally:
+        model.train(was_training)
+    result = []
+    for b, fmap in enumerate(branch_maps, start=1):
+        act = fmap.mean(dim=1)  # (N, h, w)
+        if normalize:
+            flat = act.flatten(1)  # (N, h*w)
+            low = flat.min(dim=1).values[:, None, None]  # (N, 1, 1)
+            high = flat.max(dim=1).values[:, None, None]  # (N, 1, 1)
+            act = (act - low) / (high - low).clamp_min(1e-12)  # (N, h, w)
+        rows = part_row_ranges(act.shape[1], b)
+        result.append(BranchActivation(branch=b, activation=act, part_rows=rows))
+    return result
