@@ -74,7 +74,7 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, object], forc
     with tempfile.TemporaryDirectory() as tmp:
         src_ipynb = Path(tmp) / f"{source.stem}.ipynb"
         nbformat.write(nb, src_ipynb)
-        partial = output.with_name(f".{output.name}.partial")
+        partial = output.with_name(f".{output.stem}.partial.ipynb")
         print(f"[run] {source.name} with {parameters}", flush=True)
         start = time.perf_counter()
         try:
