@@ -1,1 +1,11 @@
-"""reid_core.samplers (public names are wired here at integration)."""
+"""Identity samplers: flat ``Sampler``s whose consecutive ``batch_size`` indices form one batch.
+
+``RandomIdentitySampler`` (PK: P identities x K images; chapters 01-04) and ``GraphSampler``
+(each class with its nearest classes; chapter 05, Liao & Shao 2022).
+"""
+
+from reid_core.samplers.class_distance import build_class_distance, pick_class_representatives
+from reid_core.samplers.graph_sampler import GraphSampler, nearest_classes
+from reid_core.samplers.random_identity import RandomIdentitySampler
+
+__all__ = ["GraphSampler", "RandomIdentitySampler", "build_class_distance", "nearest_classes", "pick_class_representatives"]
