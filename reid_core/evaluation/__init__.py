@@ -1,1 +1,17 @@
-"""reid_core.evaluation (public names are wired here at integration)."""
+"""Evaluation: distances, CMC/mAP with the Market-1501 rule, k-reciprocal re-ranking.
+
+Chapters: 01 (the protocol, worked by hand), 03 (re-ranking), ``book/evaluation_at_scale.md``
+(MSMT17-sized test sets).
+"""
+
+from reid_core.evaluation.distance import (
+    available_memory_bytes, check_memory, compute_distance_matrix, make_distance_fn, pairwise_distance,
+)
+from reid_core.evaluation.rank import RankResult, evaluate_features, evaluate_rank, evaluate_rank_detailed
+from reid_core.evaluation.rerank import RerankedTopK, re_ranking, re_ranking_from_features
+
+__all__ = [
+    "RankResult", "RerankedTopK", "available_memory_bytes", "check_memory", "compute_distance_matrix",
+    "evaluate_features", "evaluate_rank", "evaluate_rank_detailed", "make_distance_fn", "pairwise_distance",
+    "re_ranking", "re_ranking_from_features",
+]
