@@ -89,3 +89,11 @@ def test_pretrained_offline_error_names_the_fix(monkeypatch: pytest.MonkeyPatch,
     assert str(tmp_path) in message
     assert tvm.ResNet18_Weights.IMAGENET1K_V1.url in message
     assert isinstance(info.value.__cause__, urllib.error.URLError)
+
+
+def test_resnet10_is_one_block_per_stage_and_has_no_weights() -> None:
+    net = build_backbone("resnet10", last_stride=1)
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert net(torch.zeros(1, 3, 64, 32)).shape == (1, 512, 4, 2)
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        build_backbone("resnet10", pretrained=True)

@@ -23,7 +23,17 @@ from torchvision import models as tvm
 __all__ = ["ResNetBackbone", "build_backbone", "BACKBONES", "STAGES"]
 
 # name -> (torchvision constructor, ImageNet weights enum, channels of layer1..layer4)
+def _resnet10(weights: object = None) -> tvm.ResNet:
+    """ResNet-10: torchvision's ResNet with one BasicBlock per stage (no ImageNet weights exist).
+
+    Half of ResNet-18's compute; the CPU profiles of the book use it to train from scratch in
+    minutes. It is not a paper's backbone.
+    """
+    return tvm.ResNet(tvm.resnet.BasicBlock, [1, 1, 1, 1])
+
+
 BACKBONES: dict[str, tuple[Callable[..., tvm.ResNet], object, tuple[int, int, int, int]]] = {
+    "resnet10": (_resnet10, None, (64, 128, 256, 512)),
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, (64, 128, 256, 512)),
     "resnet34": (tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, (64, 128, 256, 512)),
     "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, (256, 512, 1024, 2048)),
@@ -65,6 +75,9 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         ctor, weights, channels = BACKBONES[name]
         net = ctor(weights=None)
+        if pretrained and weights is None:
+            raise ValueError(f"{name} has no ImageNet weights; use pretrained=False or one of "
+                             f"{sorted(k for k, v in BACKBONES.items() if v[1] is not None)}")
         if pretrained:
             net.load_state_dict(_load_imagenet_state(name, weights))
         _set_last_stride(net.layer4, last_stride)
