@@ -32,6 +32,7 @@ from reid_core.evaluation.distance import Metric, compute_distance_matrix
 from reid_core.evaluation.rank import evaluate_rank
 from reid_core.metric_criterion import MetricCriterion, build_metric_criterion
 from reid_core.samplers.random_identity import RandomIdentitySampler
+from reid_core.engine.modes import eval_mode
 
 __all__ = ["DigitsSplit", "load_digits_split", "relabel", "make_pk_loader", "TrainedEmbedding", "train_embedding",
            "embed", "leave_one_out_retrieval", "angular_statistics", "format_mean_std", "count_parameters",
@@ -206,13 +207,9 @@ def embed(model: nn.Module, images: Tensor, batch_size: int = 1024, device: torc
         (N, D) float32 embeddings on the CPU.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         feats = [model(images[i:i + batch_size].to(device)).feat.float().cpu()  # (b, D)
                  for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(feats)  # (N, D)
 
 

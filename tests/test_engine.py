@@ -217,3 +217,20 @@ def test_extract_features_flip_average():
     torch.testing.assert_close(normed.features.norm(dim=1), torch.ones(5))
     with pytest.raises(ValueError, match="local"):
         extract_features(_LeftHalf(), loader, "cpu", field="local", progress=False)
+
+
+def test_eval_mode_restores_each_submodule():
+    from reid_core.engine.modes import eval_mode
+
+    net = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3))
+    net.train()
+    net[0].eval()  # a frozen-BN backbone inside a training model
+    with eval_mode(net, "not a module"):
+        assert not net.training and not net[1].training
+    assert net.training and net[1].training and not net[0].training
+    x = torch.rand(4, 3, 2, 2)
+    loader = DataLoader(TensorDataset(x, torch.arange(4), torch.zeros(4, dtype=torch.long)), batch_size=2)
+    model = _LeftHalf()
+    model.train()
+    extract_features(model, loader, "cpu", progress=False)
+    assert model.training

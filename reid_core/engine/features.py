@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from reid_core.engine.modes import eval_mode
+
 __all__ = ["Features", "extract_features"]
 
 
@@ -64,11 +66,9 @@ def extract_features(
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     feats, pids, camids = [], [], []
     use_amp = amp and device.type == "cuda"
-    try:
+    with eval_mode(model):
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=2.0):
             images = batch[0].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
@@ -84,8 +84,6 @@ def extract_features(
             feats.append(out.cpu())
             pids.append(np.asarray(batch[1]))
             camids.append(np.asarray(batch[2]))
-    finally:
-        model.train(was_training)
     if not feats:
         raise ValueError("extract_features: the loader yielded no batches")
     return Features(torch.cat(feats), np.concatenate(pids), np.concatenate(camids))

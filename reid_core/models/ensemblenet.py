@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput
+from reid_core.engine.modes import eval_mode
 
 __all__ = [
     "EnsembleNet",
@@ -313,12 +314,8 @@ def part_activation_maps(model: EnsembleNet, images: Tensor, normalize: bool = T
     """
     if not isinstance(model, EnsembleNet):
         raise TypeError(f"model must be an EnsembleNet, got {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         branch_maps = model.forward_features(images)  # B x (N, C, h, w)
-    finally:
-        model.train(was_training)
     result = []
     for b, fmap in enumerate(branch_maps, start=1):
         act = fmap.mean(dim=1)  # (N, h, w)

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput
+from reid_core.engine.modes import eval_mode
 
 __all__ = ["QAConv", "QAConvNet", "feature_map_size"]
 
@@ -250,17 +251,12 @@ class QAConv(nn.Module):
             if device.type == "cuda"
             else contextlib.nullcontext()
         )
-        was_training = self.training
-        self.eval()
-        try:
-            with autocast:
-                starts = range(0, probe.shape[0], chunk)
-                for p0 in tqdm(starts, desc="QAConv matching", disable=not progress, leave=False):
-                    p_block = probe[p0 : p0 + chunk].to(device, non_blocking=True)  # (cp, ...)
-                    for g0 in range(0, gallery.shape[0], chunk):
-                        g_block = gallery[g0 : g0 + chunk].to(device, non_blocking=True)  # (cg, ...)
-                        scores = self(p_block, g_block).float()  # (cp, cg)
-                        out[p0 : p0 + scores.shape[0], g0 : g0 + scores.shape[1]] = scores.to(out.device)
-        finally:
-            self.train(was_training)
+        with eval_mode(self), autocast:
+            starts = range(0, probe.shape[0], chunk)
+            for p0 in tqdm(starts, desc="QAConv matching", disable=not progress, leave=False):
+                p_block = probe[p0 : p0 + chunk].to(device, non_blocking=True)  # (cp, ...)
+                for g0 in range(0, gallery.shape[0], chunk):
+                    g_block = gallery[g0 : g0 + chunk].to(device, non_blocking=True)  # (cg, ...)
+                    scores = self(p_block, g_block).float()  # (cp, cg)
+                    out[p0 : p0 + scores.shape[0], g0 : g0 + scores.shape[1]] = scores.to(out.device)
         return out

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from reid_core.engine.modes import eval_mode
 from reid_core.evaluation.distance import compute_distance_matrix
 
 __all__ = ["build_class_distance", "pick_class_representatives", "load_rgb"]
@@ -154,20 +155,13 @@ def build_class_distance(
     _, index = pick_class_representatives(dataset_items, seed)  # (C,)
     paths = [dataset_items[i][0] for i in index.tolist()]
 
-    modules = [m for m in (model, matcher) if isinstance(m, nn.Module)]
-    modes = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
+    with eval_mode(model, matcher):
         use_map = not isinstance(matcher, str)
         feats = _embed(model, paths, transform, loader, device, batch_size, use_map, progress)  # (C, ...)
         if isinstance(matcher, str):
             flat = feats.float().flatten(1)  # (C, D)
             return compute_distance_matrix(flat, flat, "euclidean", chunk_size or 4096)
         return -_score_all(matcher, feats, chunk_size, device, progress)  # (C, C)
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
 
 
 @torch.no_grad()
