@@ -176,6 +176,8 @@ def test_bad_inputs(images: torch.Tensor) -> None:
         EnsembleNet(NUM_CLASSES, backbone="resnet18", reduction_dim=0)
     with pytest.raises(ValueError, match="unknown backbone"):
         EnsembleNet(NUM_CLASSES, backbone="vgg16")
+    with pytest.raises(ValueError, match="'resnet10' has 1"):  # one block in the last stage: nothing to branch
+        EnsembleNet(NUM_CLASSES, backbone="resnet10")
     net = _net(2)
     with pytest.raises(ValueError, match="at least 2 images"):
         net.train()(images[:1])

@@ -162,6 +162,12 @@ class EnsembleNet(nn.Module):
         if not valid_int or not 1 <= num_branches <= MAX_BRANCHES:
             raise ValueError(f"num_branches must be an int from 1 to {MAX_BRANCHES}, got {num_branches!r}")
         net = build_backbone(backbone, pretrained=pretrained, last_stride=1)
+        if len(net.layer4) < 2:
+            raise ValueError(
+                f"EnsembleNet needs a backbone whose last stage has at least two blocks (the trunk ends with "
+                f"res_conv5_1, each branch owns the rest of the stage); {backbone!r} has {len(net.layer4)}, "
+                "so its branches would share every layer. Use resnet18, resnet34, resnet50 or resnet101."
+            )
         self.num_classes = num_classes
         self.num_branches = num_branches
         self.reduction_dim = reduction_dim
