@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None, help="where to render (default: a temporary folder)")
     parser.add_argument("--preset", default="synth", choices=sorted(SYNTHREID_PRESETS))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--backbone", default="resnet10", help="the CNN baseline's backbone (chapter 1's synth recipe)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--height", type=int, default=64)

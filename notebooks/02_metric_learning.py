@@ -60,8 +60,8 @@ seed = 0
 # Each profile is a recipe for three experiments: the digits toy, the unseen-classes test,
 # and the re-ID comparison. `smoke` only proves that the notebook runs. `synth` is what the
 # book shows: a few seconds per toy model, and a short from-scratch training of a ResNet-10
-# (one residual block per stage) at 64x32 pixels per re-ID loss, 10 epochs of about 45
-# iterations each (under a minute per loss on 2 CPU cores). The re-ID models are far from
+# (one residual block per stage) at 64x32 pixels per re-ID loss, 8 epochs of 46 iterations
+# each (under a minute per loss on 2 CPU cores). The re-ID models are far from
 # converged: read that table as "what each loss reaches in the same short budget".
 #
 # `paper` runs the re-ID comparison with the recipe of Hermans et al.
@@ -119,7 +119,7 @@ PROFILES = {
     "synth": dict(toy_width=32, toy_epochs=24, toy_max_iters=None,
                   unseen_dim=32, unseen_epochs=25, unseen_seeds=(0, 1),
                   preset="synth", backbone="resnet10", pretrained=False, last_stride=2, embedding_dim=None,
-                  height=64, width=32, batch_size=64, num_instances=4, epochs=10, max_iters=None,
+                  height=64, width=32, batch_size=64, num_instances=4, epochs=8, max_iters=None,
                   optimizer="adam", lr=2e-3, scheduler="cosine", decay_start=None, flip=False, loss_settings="small"),
     "paper": dict(toy_width=32, toy_epochs=24, toy_max_iters=None,
                   unseen_dim=32, unseen_epochs=25, unseen_seeds=(0, 1, 2, 3, 4),
@@ -587,7 +587,7 @@ display(Markdown(f"Mean ± std over {len(cfg['unseen_seeds'])} seed(s).\n\n"
 # network hardly moved in a short budget (in our trial runs of an earlier recipe, ArcFace
 # reached 3% rank-1). The margin is a demand the network must be able to meet; early in
 # training it cannot. For the same reason SphereFace keeps the Caffe annealing
-# ($\gamma = 0.12$): after the 460 iterations of this budget $\lambda$ is still about 18, so
+# ($\gamma = 0.12$): after the 368 iterations of this budget $\lambda$ is still about 22, so
 # its margin is weak. Annealed to
 # $\lambda = 5$ half-way, as in the toy, it did not train at all from scratch (1% rank-1 in
 # our trial).
@@ -626,7 +626,7 @@ for loss in METRIC_LOSSES:
                          last_stride=cfg["last_stride"])
     train_cfg = TrainConfig(epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=5e-4,
                             scheduler=cfg["scheduler"], decay_start=cfg["decay_start"], warmup_epochs=0,
-                            max_iters_per_epoch=cfg["max_iters"], seed=seed, progress=profile == "paper",
+                            max_iters_per_epoch=cfg["max_iters"], seed=seed, progress=profile != "smoke",
                             checkpoint_dir=(f"{results_dir}/../checkpoints/02_metric_learning/{dataset}_{loss}"
                                             if profile == "paper" else None))
     run = train_embedding(model, loss, reid_train, data.num_train_pids, train_cfg, device=dev, **reid_hparams[loss])
@@ -651,19 +651,20 @@ display(Markdown(f"**{dataset_name}**, {cfg['backbone']} at {cfg['height']}x{cfg
                  + "\n".join(rows)))
 
 # %% [markdown]
-# How to read this table: it is the state of each loss after 460 iterations from random
+# How to read this table: it is the state of each loss after 368 iterations from random
 # weights, one run each, not at convergence; differences of a point or two are within what a
 # second seed would move. In our run the batch-hard triplet loss came first by a clear margin
-# (about 42% rank-1, 7 points above anything else). Among the heads, the margin helped: CosFace,
-# ArcFace and AdaCos ended 3 to 6 points above the plain softmax and L2-softmax, in rank-1 and
-# in mAP, with AdaCos (which needs no scale or margin to tune) best of them and level with
-# the contrastive loss. SphereFace came last: its annealed margin is still weak at this point
-# ($\lambda \approx 18$) and its feature-norm scaling trains less smoothly. The "final loss"
-# column shows how far from converged the heads are: the margin heads' cross-entropy over 250
-# identities is still 2 to 4, i.e. the classifier has not yet met its margin, and the
-# embedding is good well before it does. Whether the margin heads overtake the triplet loss
-# with a pretrained backbone and a full schedule, as they do on the face benchmarks of their
-# papers, is what the `paper` profile tests; we could not run it here.
+# (about 39% rank-1, 9 points above anything else). Among the heads, the margin helped:
+# CosFace, ArcFace and AdaCos ended 3 to 4 points above the plain softmax and L2-softmax in
+# rank-1 and 3.5 to 5 points in mAP, level with or above the contrastive loss; AdaCos, which
+# needs no scale or margin to tune, did as well as the best tuned head. SphereFace came last:
+# its annealed margin is still weak at this point ($\lambda \approx 22$) and its feature-norm
+# scaling trains less smoothly. The "final loss" column shows how far from converged the heads
+# are: the margin heads' cross-entropy over 250 identities is still 1.5 to 5, i.e. the
+# classifier has not yet met its margin, and the embedding is useful well before it does.
+# Whether the margin heads overtake the triplet loss with a pretrained backbone and a full
+# schedule, as they do on the face benchmarks of their papers, is what the `paper` profile
+# tests; we could not run it here.
 #
 # The dynamic AdaCos scale over this training, with the fixed scale $\sqrt2\ln(C-1)$ of this
 # number of identities dashed (and the digits run for comparison). On SynthReID the median
@@ -683,7 +684,7 @@ plt.show()
 #
 # The margin-head papers report face verification (LFW, MegaFace), not re-ID, so the only
 # published re-ID number for these losses is the triplet network of Hermans et al. on
-# Market-1501. Our SynthReID numbers come from a from-scratch ResNet-10 trained for ten
+# Market-1501. Our SynthReID numbers come from a from-scratch ResNet-10 trained for eight
 # epochs on a CPU; they compare the losses under one short budget, not with the paper.
 
 # %%

@@ -321,7 +321,7 @@ net_kwargs = dict(backbone=cfg["backbone"], pretrained=cfg["pretrained"], neck_d
 optim_kwargs = dict(optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                     nesterov=cfg["nesterov"], scheduler="constant", warmup_epochs=0, amp=cfg["amp"],
                     grad_clip=cfg["grad_clip"],
-                    max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile == "paper")
+                    max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile != "smoke")
 checkpoints = f"{results_dir}/../checkpoints/{NOTEBOOK}/{dataset}" if profile == "paper" else None
 seed_everything(seed)
 model = QAConvNet(**net_kwargs)
@@ -516,9 +516,9 @@ display(Markdown("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + 
 #   (in-batch accuracy stayed at chance for 370 iterations), so the comparison uses 2.0's
 #   pairwise loss, which 2.0 paired with GS;
 # * *resolution*: at 96x48 input (a 6x3 map; `overrides={"height": 96, "width": 48}`, about
-#   three times the run time) the gap narrows on the training world (rank-1 39.6% for PK
-#   against 35.1% for GS, where 64x32 gives 35.3% against 28.5%) but does not close, and
-#   across domains PK stays ahead (13.6% against 9.7%).
+#   three times the run time) the gap narrowed on the training world in one trial (rank-1
+#   39.6% for PK against 35.1% for GS, where the same trial at 64x32 gave 35.3% against
+#   28.5%) but did not close, and across domains PK stayed ahead (13.6% against 9.7%).
 #
 # Our reading: a from-scratch ResNet-18 looking at 64x32 pixels (a 4x2 QAConv map) cannot yet
 # tell apart people who differ by a bag or the colour of their shoes, and is still learning to
@@ -566,9 +566,9 @@ plt.show()
 # but stay a small share of the epoch here (a 4x2 map makes each QAConv matching cheap; at
 # 24x8 positions each matching costs $(192/8)^2 = 576$ times more). The paper's saving is therefore not per
 # epoch: GS needs few epochs (the repository notes 4 to 20) where its predecessor needed many,
-# and the adaptive schedule stops training as soon as the loss has dropped. Note also that the
-# timings above come from a 2-core CPU shared with other jobs, so only their ratios are
-# meaningful.
+# and the adaptive schedule stops training as soon as the loss has dropped. The timings above
+# are extrapolated from one measured iteration and the measured graph builds on the machine
+# that ran the notebook; their ratios carry over to other machines better than the seconds.
 
 # %% [markdown]
 # ## 8. Beside the paper

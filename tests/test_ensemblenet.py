@@ -193,3 +193,18 @@ def test_resnet34_works(images: torch.Tensor) -> None:
         out = net(images)
     assert out.feat.shape == (2, DIM * 3)
     assert len(net.branches[0]) == 2  # layer4 of ResNet-34 has 3 blocks; 2 follow the split
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_reduction_relu_option(images: torch.Tensor, relu: bool) -> None:
+    net = EnsembleNet(NUM_CLASSES, num_branches=2, backbone="resnet18", reduction_dim=DIM, reduction_relu=relu).eval()
+    with torch.no_grad():
+        maps = net.forward_features(images)
+        out = net.forward_head(maps)
+        stripe = maps[0].mean(dim=(2, 3), keepdim=True)  # branch 1 is global: (N, C, 1, 1)
+        head = net.heads[0][0]
+        bn = head.reduce[1](head.reduce[0](stripe)).flatten(1)  # conv + BN, before any ReLU
+    expected = bn.clamp_min(0) if relu else bn
+    torch.testing.assert_close(out.parts[0], expected, rtol=1e-4, atol=1e-5)
+    assert (bn < 0).any()  # so the two settings really differ on this input
+    assert len(head.reduce) == (3 if relu else 2)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ class TrainConfig:
         checkpoint_every: epochs between checkpoints.
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
         seed: seeds Python, numpy and torch at the start of :meth:`Trainer.fit`.
-        progress: show tqdm bars.
+        progress: show tqdm bars and a one-line summary per epoch, both on stderr (a notebook
+            keeps them in its outputs; the book hides stderr and shows the history plots).
     """
 
     epochs: int = 120
@@ -300,7 +302,7 @@ class Trainer:
             self._call("on_iteration_end", self.state.iteration, terms)
             bar.update(1)
             if i % 10 == 0:
-                bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.close()
         if self.use_cuda:
             torch.cuda.synchronize(self.device)
@@ -310,7 +312,8 @@ class Trainer:
         stats.update(epoch=float(epoch + 1), lr=lr, seconds=seconds, images=float(seen), images_per_second=seen / max(seconds, 1e-9))
         if cfg.progress:
             terms_text = " ".join(f"{k}={v:.4f}" for k, v in stats.items() if k not in ("epoch", "lr", "seconds", "images", "images_per_second"))
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} {terms_text} lr={lr:.2e} {stats['images_per_second']:.0f} img/s")
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} {terms_text} lr={lr:.2e} {stats['images_per_second']:.0f} img/s",
+                       file=sys.stderr)
         return stats
 
     def _step(self, batch: Sequence[Any]) -> dict[str, float]:

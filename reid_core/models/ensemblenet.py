@@ -89,21 +89,24 @@ def part_row_ranges(height: int, num_parts: int) -> list[tuple[int, int]]:
 
 
 class PartHead(nn.Module):
-    """Reduction (1x1 conv without bias, BN, ReLU) and identity classifier of one part.
+    """Reduction (1x1 conv without bias, BN, optionally ReLU) and identity classifier of one part.
 
     Args:
         in_channels: C of the branch map.
         reduction_dim: d of the part feature.
         num_classes: number of training identities.
+        relu: end the reduction with a ReLU (MGN's head; the EnsembleNet sources do not say).
     """
 
-    def __init__(self, in_channels: int, reduction_dim: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, reduction_dim: int, num_classes: int, relu: bool = True) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.Conv2d(in_channels, reduction_dim, kernel_size=1, bias=False),
             nn.BatchNorm2d(reduction_dim),
-            nn.ReLU(inplace=True),
-        )
+        ]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(*layers)
         self.classifier = nn.Linear(reduction_dim, num_classes)
         nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_in", nonlinearity="relu")
         nn.init.ones_(self.reduce[1].weight)
@@ -134,6 +137,9 @@ class EnsembleNet(nn.Module):
         backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
         reduction_dim: d, channels of each part feature (256 in the paper).
         pretrained: start from ImageNet weights; every branch starts from the same copy of them.
+        reduction_relu: end each part's reduction with a ReLU (default, as MGN's heads do; the
+            EnsembleNet sources do not say). Without it, networks trained from scratch for a
+            few epochs learn much faster (see chapter 4).
 
     Attributes:
         trunk: stem, layer1..layer3 and the first block of layer4 (stride 1), shared.
@@ -154,6 +160,7 @@ class EnsembleNet(nn.Module):
         backbone: str = "resnet50",
         reduction_dim: int = 256,
         pretrained: bool = False,
+        reduction_relu: bool = True,
     ) -> None:
         super().__init__()
         _check_positive_int("num_classes", num_classes)
@@ -184,7 +191,7 @@ class EnsembleNet(nn.Module):
         self.branches = nn.ModuleList(copy.deepcopy(rest_of_stage) for _ in range(num_branches))
         channels = net.out_channels
         self.heads = nn.ModuleList(
-            nn.ModuleList(PartHead(channels, reduction_dim, num_classes) for _ in range(b))
+            nn.ModuleList(PartHead(channels, reduction_dim, num_classes, relu=reduction_relu) for _ in range(b))
             for b in range(1, num_branches + 1)
         )
 
