@@ -56,12 +56,12 @@ cuhk03_split = "labeled"  # paper profile on cuhk03: labeled | detected
 # * `synth` is the book's experiment on a 2-core CPU in under ten minutes: ResNet-18 from
 #   scratch at a 64x32 input (the smallest ResNet whose last stage has the two blocks that a
 #   split after `res_conv5_1` needs), branch counts 1 to 3, and an ensemble of two separately
-#   trained single-branch networks; 7 epochs each, Adam with learning rate 3e-3 after a
+#   trained single-branch networks; 5 epochs each, Adam with learning rate 3e-3 after a
 #   one-epoch warm-up, cosine decay. The part reductions end at the BN, without the ReLU of
 #   the `paper` profile (`reduction_relu=False`): from scratch, the ReLU head barely learns in
 #   so short a training (with it, ten epochs of this recipe left one branch at 1.1% rank-1 and
 #   three branches at 5.2% in our trial; compare the table below, and the longer GPU runs at
-#   the end of the chapter). Four trainings of one to two minutes each: far from converged, and
+#   the end of the chapter). Four trainings of about a minute each (the book must run in under half an hour): far from converged, and
 #   a second seed moves rank-1 by several points (the noise yardstick below measures by how
 #   much).
 # * `paper` is the paper's setting as far as it could be read {cite}`wang2019ensemblenet`:
@@ -84,7 +84,7 @@ PROFILES = {
     ),
     "synth": dict(
         preset="synth", backbone="resnet18", pretrained=False, height=64, width=32, reduction_dim=256, reduction_relu=False,
-        branches=[1, 2, 3], ensemble_size=2, bnneck_reference=False, epochs=7, max_iters_per_epoch=None,
+        branches=[1, 2, 3], ensemble_size=2, bnneck_reference=False, epochs=5, max_iters_per_epoch=None,
         ids_per_batch=16, num_instances=4, optimizer="adam", lr=3e-3, weight_decay=5e-4, scheduler="cosine",
         milestones=(), warmup_epochs=1.0, random_erasing_p=0.0, flip_test=False, activation_images=4,
     ),
@@ -683,7 +683,7 @@ display(Markdown("\n".join(paper_rows_md + ours_md)))
 # %% [markdown]
 # ## What longer runs showed
 #
-# Seven epochs on two CPU cores is a small budget for networks trained from scratch, and the
+# Five epochs on two CPU cores is a small budget for networks trained from scratch, and the
 # seed spread measured above is of the same order as the differences between the rows. To see
 # where the trends go we ran an earlier version of this notebook (same world, seed 0,
 # ResNet-18, 64x32 unless stated, Adam at 1e-3) with longer training on a GPU (NVIDIA H100,
