@@ -662,10 +662,10 @@ display(Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|
 # which come from 300 epochs of an ImageNet-pretrained ResNet-50 on real data, and only
 # differences of several points mean anything. The two nets of the mutual pair differ only by
 # their initial weights; the gap between them is one yardstick for noise. Another: the CPU
-# kernels are not bit-for-bit deterministic, and three runs of this notebook with the same
-# seed (two on an idle machine, one on a loaded one) gave the local-branch models rank-1
+# kernels are not bit-for-bit deterministic, and four runs of this notebook with the same
+# seed (three on an idle machine, one on a loaded one) gave the local-branch models rank-1
 # values up to 4 points apart. The summary lines printed above the alignment figures give
-# this run's differences; the ranges below are what we saw across those three runs.
+# this run's differences; the ranges below are what we saw across those four runs.
 #
 # * **Misalignment is a real difficulty here.** The same recipe reaches 20 to 30% rank-1 with
 #   misaligned boxes and about 50% without them: after two epochs global pooling is far from
@@ -678,13 +678,13 @@ display(Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|
 #   boxes' shifts (a correlation of about 0.7 to 0.8), with a slope well below 1 because of the
 #   corners.
 # * **The local branch as a training signal.** Training the local branch changed the *global*
-#   feature's rank-1 by 0 to +5 points with misaligned boxes and +1.5 to +4 without: mostly a
-#   gain, but not reliably larger with misalignment, so the paper's argument (aligned stripes
+#   feature's rank-1 by -0.5 to +5.5 points with misaligned boxes and +1.5 to +4 without:
+#   mostly a gain, but not reliably larger with misalignment, so the paper's argument (aligned stripes
 #   teach the shared backbone to attend to body parts, and the global feature inherits it)
 #   does not show clearly at two epochs.
-# * **Global + local at test** helps by 2 to 4 points in *both* worlds: adding a second,
+# * **Global + local at test** helps by 2 to 5 points in *both* worlds: adding a second,
 #   different distance helps like a small ensemble, whether or not the boxes are misaligned.
-# * **Re-ranking** gives the steadiest gain in mAP (+3 to +6 points in both worlds), less and
+# * **Re-ranking** gives the steadiest gain in mAP (about +3 to +6 points in both worlds), less and
 #   less regularly in rank-1; in the paper it adds 11 mAP points on Market-1501.
 # * **Mutual learning** is inconclusive at this budget: net 1 of the pair ranged from 1.4
 #   points below to 2.3 points above the same network trained alone (rank-1), and the metric
