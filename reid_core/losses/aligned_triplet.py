@@ -128,6 +128,13 @@ class AlignedTripletLoss(nn.Module):
         return {"global": global_loss, "local": local_loss}
 
 
+def check_nonnegative_weights(**weights: float) -> None:
+    """Raise ``ValueError`` naming the first loss weight that is negative."""
+    for name, value in weights.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
 class AlignedReIDLoss(nn.Module):
     r"""One network's AlignedReID loss :math:`L = w_{ID} L_{ID} + w_G L_G + w_L L_L`, for the trainer.
 
@@ -152,9 +159,7 @@ class AlignedReIDLoss(nn.Module):
         local_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (("id_weight", id_weight), ("global_weight", global_weight), ("local_weight", local_weight)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_nonnegative_weights(id_weight=id_weight, global_weight=global_weight, local_weight=local_weight)
         self.triplet = AlignedTripletLoss(margin, local_margin, mining)
         self.id_weight, self.global_weight, self.local_weight = id_weight, global_weight, local_weight
 

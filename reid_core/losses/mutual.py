@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from reid_core.alignment import pairwise_aligned_distance
 from reid_core.evaluation.distance import pairwise_distance
-from reid_core.losses.aligned_triplet import AlignedReIDLoss, Mining
+from reid_core.losses.aligned_triplet import AlignedReIDLoss, Mining, check_nonnegative_weights
 from reid_core.models.outputs import ReIDOutput
 
 __all__ = [
@@ -172,14 +172,8 @@ class MutualLearningLoss(nn.Module):
         local_mutual_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        weights = {
-            "prob_mutual_weight": prob_mutual_weight,
-            "global_mutual_weight": global_mutual_weight,
-            "local_mutual_weight": local_mutual_weight,
-        }
-        for name, value in weights.items():
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_nonnegative_weights(prob_mutual_weight=prob_mutual_weight, global_mutual_weight=global_mutual_weight,
+                                  local_mutual_weight=local_mutual_weight)
         self.own = AlignedReIDLoss(margin, local_margin, mining, id_weight, global_weight, local_weight)
         self.prob_mutual_weight = prob_mutual_weight
         self.global_mutual_weight = global_mutual_weight
