@@ -36,7 +36,7 @@ def _peak_rss_bytes() -> int:
 def _child(target: Callable[..., dict[str, Any]], kwargs: dict[str, Any], queue: "mp.Queue[dict[str, Any]]") -> None:
     try:
         result = target(**kwargs)
-        result["peak_bytes"] = _peak_rss_bytes()
+        result.setdefault("peak_bytes", _peak_rss_bytes())  # a case may report the peak of its main part
     except BaseException as error:  # the parent reports it; a MemoryError is a result too
         result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
     queue.put(result)

@@ -53,22 +53,40 @@ def _msmt_like(num_query: int, num_gallery: int, dim: int, seed: int) -> Any:
     return gaussian_cluster_features(num_query, num_gallery, dim, num_ids=num_ids, num_cameras=MSMT17[3], seed=seed)
 
 
-def case_gemm_speed(dim: int, threads: int) -> dict[str, Any]:
-    """GFLOP/s of one 4096 x dim x 8192 float32 product (the floor of every exact search)."""
+def case_gemm_speed(dim: int, num_gallery: int, threads: int) -> dict[str, Any]:
+    """GFLOP/s of the products of an exact search: (512 x dim) by (dim x num_gallery), float32.
+
+    Measured twice: through ``gallery_matmul`` (what the library uses: oneDNN on the CPU when
+    available) and through BLAS (``torch.mm``: MKL here).
+    """
     import torch
 
+    from reid_core.evaluation.distance import gallery_matmul, matmul_uses_onednn
+
     _setup(threads)
-    a, b = torch.randn(4096, dim), torch.randn(8192, dim)
-    a @ b.T
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ b.T
-    seconds = (time.perf_counter() - start) / 3
-    return {"gflops": 2 * 4096 * 8192 * dim / seconds / 1e9}
+    rows = 512
+    a, b = torch.randn(rows, dim), torch.randn(num_gallery, dim)
+    bias = torch.zeros(num_gallery)
+    out = {"onednn": matmul_uses_onednn(a)}
+    for name, fn in (("gflops", lambda: gallery_matmul(a, b, bias)), ("blas_gflops", lambda: a @ b.T)):
+        fn()
+        start = time.perf_counter()
+        for _ in range(3):
+            fn()
+        out[name] = 2 * rows * num_gallery * dim / ((time.perf_counter() - start) / 3) / 1e9
+    return out
 
 
-def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads: int) -> dict[str, Any]:
-    """evaluate_features (chunked CMC/mAP) on MSMT17-shaped features."""
+def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads: int, reference: bool) -> dict[str, Any]:
+    """evaluate_features (chunked CMC/mAP) on MSMT17-shaped features.
+
+    With ``reference``, the same call runs again in this process with the matrix products on
+    BLAS (``set_cpu_matmul("blas")``: ``torch.addmm``, MKL), for the speed ratio; the reported
+    peak memory is that of the first (default) run.
+    """
+    import numpy as np
+
+    from reid_core.evaluation.distance import set_cpu_matmul
     from reid_core.evaluation.rank import evaluate_features
 
     _setup(threads)
@@ -77,7 +95,16 @@ def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads
     start = time.perf_counter()
     cmc, mean_ap = evaluate_features(f.qf, f.gf, f.q_pids, f.g_pids, f.q_camids, f.g_camids)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "inputs_bytes": inputs, "rank1": float(cmc[0]), "mAP": float(mean_ap)}
+    out = {"seconds": seconds, "inputs_bytes": inputs, "peak_bytes": _peak(), "rank1": float(cmc[0]), "mAP": float(mean_ap)}
+    if reference:
+        previous = set_cpu_matmul("blas")
+        start = time.perf_counter()
+        ref_cmc, ref_map = evaluate_features(f.qf, f.gf, f.q_pids, f.g_pids, f.q_camids, f.g_camids)
+        out["reference_seconds"] = time.perf_counter() - start
+        set_cpu_matmul(previous)
+        out["reference_max_cmc_diff"] = float(np.abs(ref_cmc - cmc).max())
+        out["reference_map_diff"] = abs(ref_map - mean_ap)
+    return out
 
 
 def case_rerank(num_query: int, num_gallery: int, dim: int, seed: int, threads: int, topk: int | None) -> dict[str, Any]:
@@ -201,6 +228,10 @@ def main() -> None:
         help="IVF cells visited per query, one IVF run per value (default: 16 and 128)",
     )
     parser.add_argument("--skip-eval", action="store_true", help="leave out the MSMT17-size evaluation")
+    parser.add_argument(
+        "--no-reference", action="store_true",
+        help="skip the reference evaluation run (the same call with BLAS matrix products) used for the speed ratio",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small sizes: 1,000 x 7,000 (256-d), 2,000 x 40,000 gallery")
@@ -214,8 +245,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per run; shared machine, timings are noisy")
     dims = ([] if args.skip_eval else args.eval_dims) + ([] if args.skip_rerank else [args.rerank_dim])
     for dim in sorted(set(dims + ([] if args.skip_large else [args.large_dim]))):
-        speed = run_isolated(case_gemm_speed, dim=dim, threads=args.threads)
-        print(f"  matrix-product speed at {dim}-d: {speed.get('gflops', float('nan')):.0f} GFLOP/s", flush=True)
+        speed = run_isolated(case_gemm_speed, dim=dim, num_gallery=args.gallery, threads=args.threads)
+        print(
+            f"  matrix-product speed at {dim}-d, 512 x {args.gallery}: {speed.get('gflops', float('nan')):.0f} GFLOP/s as the library "
+            f"multiplies ({'oneDNN' if speed.get('onednn') else 'BLAS'}); BLAS torch.mm "
+            f"{speed.get('blas_gflops', float('nan')):.0f} GFLOP/s",
+            flush=True,
+        )
         floor_eval = 2 * args.queries * args.gallery * dim / (speed.get("gflops", float("nan")) * 1e9)
         total = args.queries + args.gallery
         floor_rerank = total * total * dim / (speed.get("gflops", float("nan")) * 1e9)  # half of 2 N^2 D
@@ -229,8 +265,18 @@ def main() -> None:
         print(f"\n1. Evaluation at MSMT17 size: {args.queries} x {args.gallery}")
     for dim in [] if args.skip_eval else args.eval_dims:
         name = f"evaluate_features {dim}-d"
-        results[name] = run_isolated(case_evaluate, num_query=args.queries, num_gallery=args.gallery, dim=dim, seed=args.seed, threads=args.threads)
+        results[name] = run_isolated(
+            case_evaluate, num_query=args.queries, num_gallery=args.gallery, dim=dim, seed=args.seed,
+            threads=args.threads, reference=not args.no_reference,
+        )
         _show(name, results[name])
+        if "reference_seconds" in results[name]:
+            res = results[name]
+            print(
+                f"    reference, the same call with BLAS products (torch.addmm): {res['reference_seconds']:.1f} s; "
+                f"ours is {res['reference_seconds'] / res['seconds']:.2f}x faster; results agree to "
+                f"CMC {res['reference_max_cmc_diff']:.1e}, mAP {res['reference_map_diff']:.1e}"
+            )
 
     if not args.skip_rerank:
         total = args.queries + args.gallery

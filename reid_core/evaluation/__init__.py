@@ -5,7 +5,7 @@ Chapters: 01 (the protocol, worked by hand), 03 (re-ranking), ``book/evaluation_
 """
 
 from reid_core.evaluation.distance import (
-    available_memory_bytes, check_memory, compute_distance_matrix, make_distance_fn, pairwise_distance,
+    available_memory_bytes, check_memory, compute_distance_matrix, make_distance_fn, pairwise_distance, set_cpu_matmul,
 )
 from reid_core.evaluation.rank import RankResult, evaluate_features, evaluate_rank, evaluate_rank_detailed
 from reid_core.evaluation.rerank import RerankedTopK, re_ranking, re_ranking_from_features
@@ -13,5 +13,5 @@ from reid_core.evaluation.rerank import RerankedTopK, re_ranking, re_ranking_fro
 __all__ = [
     "RankResult", "RerankedTopK", "available_memory_bytes", "check_memory", "compute_distance_matrix",
     "evaluate_features", "evaluate_rank", "evaluate_rank_detailed", "make_distance_fn", "pairwise_distance",
-    "re_ranking", "re_ranking_from_features",
+    "re_ranking", "re_ranking_from_features", "set_cpu_matmul",
 ]

@@ -58,7 +58,7 @@ DistanceSource = Union[np.ndarray, Tensor, Callable[[int, int], ArrayLike]]
 # Working bytes per (query, gallery) element of one chunk: the "closer than the last match"
 # mask and, at worst, an int64 index per element from its nonzero (Market-1501 rule); the
 # random keys and masks of single-gallery-shot sampling; a distance block computed by a
-# callable (float32 block, e.g. one addmm result, with room for one temporary).
+# callable (float32 block, e.g. one matrix-product result, with room for one temporary).
 _MASK_BYTES = 10
 _SAMPLING_BYTES = 48
 _BLOCK_BYTES = 12
@@ -69,7 +69,10 @@ _REDUCED_BYTES = 96
 # Default working-set budget of one chunk, capped by a quarter of the memory available. A GPU
 # gets more: its kernels need large blocks to be efficient, and its memory is not shared
 # with the rest of the program's data.
+# Distances computed per chunk (evaluate_features) want more queries per chunk: a matrix
+# product of 100 rows runs at a third of the speed of one of 500 rows.
 _CHUNK_BUDGET_BYTES = 256 * 2**20
+_COMPUTED_CHUNK_BUDGET_BYTES = 1 * 2**30
 _CUDA_CHUNK_BUDGET_BYTES = 2 * 2**30
 # Show a progress bar only for evaluations big enough to take seconds.
 _PROGRESS_MIN_ELEMENTS = 200_000_000
@@ -131,7 +134,8 @@ def evaluate_rank(
         num_repeats: random repeats for the single-gallery-shot rule.
         seed: seed of the single-gallery-shot sampling.
         chunk_size: queries per chunk; ``None`` picks one from a working budget of 256 MiB
-            on the CPU, 2 GiB on a GPU (at most a quarter of the free memory).
+            on the CPU (1 GiB when the blocks are computed by a callable), 2 GiB on a GPU (at
+            most a quarter of the free memory).
         progress: show a tqdm bar; ``None`` shows it only for large evaluations.
 
     Returns:
@@ -435,24 +439,28 @@ def _negative_buckets_histogram(
     """
     num_b, num_g = dist.shape
     max_pos = pos_dist.shape[1]
-    rows, cols = flat // num_g, flat % num_g  # (N,)
-    pid = g_pid[cols]  # (N,)
-    negative = (pid != q_pid[rows]) & (pid != -1)  # (N,): other ids; junk is never in the list
-    rows, cols = rows[negative], cols[negative]  # (N',)
-    neg_dist = dist[rows, cols]  # (N',)
+    rows = flat // num_g  # (N,)
+    cols = flat - rows * num_g  # (N,)
+    pid = g_pid.index_select(0, cols)  # (N,)
+    negative = (pid != q_pid.index_select(0, rows)) & (pid != -1)  # (N,): other ids, not junk
+    # Matches and junk stay in the list (no compaction pass) and are binned apart at the end.
+    neg_dist = dist.view(-1).index_select(0, flat)  # (N,) in the order of flat
 
     # Matches strictly before each negative, by one binary search in the flattened (B, P)
     # keys, which are sorted because they order (row, distance).
     flat_keys = pos_keys.view(-1)  # (B*P,)
-    neg_keys = _row_distance_keys(neg_dist, rows)  # (N',)
-    before = torch.searchsorted(flat_keys, neg_keys)  # (N',)
-    tied = flat_keys[before.clamp(max=flat_keys.numel() - 1)] == neg_keys  # (N',)
-    bucket = before - rows * max_pos  # (N',) matches before it, within its row
+    neg_keys = _row_distance_keys(neg_dist, rows)  # (N,)
+    before = torch.searchsorted(flat_keys, neg_keys)  # (N,)
+    tied = flat_keys[before.clamp(max=flat_keys.numel() - 1)] == neg_keys  # (N,)
+    tied &= negative
+    bucket = before - rows * max_pos  # (N,) matches before it, within its row
     if bool(tied.any()):
         # Same key: order exactly by (distance, gallery index), in the input's precision.
         t = tied.nonzero().squeeze(1)  # (T,)
         bucket[t] += _count_tied_matches(neg_dist[t], cols[t], rows[t], pos_dist, pos_index, pos_keys, neg_keys[t])
-    return torch.bincount(rows * (max_pos + 1) + bucket, minlength=num_b * (max_pos + 1))  # (B*(P+1),)
+    dump = num_b * (max_pos + 1)  # one extra bin for the items that are not negatives
+    slot = torch.where(negative, rows * (max_pos + 1) + bucket, dump)  # (N,)
+    return torch.bincount(slot, minlength=dump + 1)[:dump]  # (B*(P+1),)
 
 
 def _sorted_matches(
@@ -631,7 +639,10 @@ def _resolve_chunk_size(
     """The queries per chunk: given (and checked against free memory) or picked automatically."""
     per_element = _MASK_BYTES + (_SAMPLING_BYTES if sampling else 0) + (_BLOCK_BYTES if from_callable else 0)
     if chunk_size is None:
-        cap = _CUDA_CHUNK_BUDGET_BYTES if device.type == "cuda" else _CHUNK_BUDGET_BYTES
+        if device.type == "cuda":
+            cap = _CUDA_CHUNK_BUDGET_BYTES
+        else:
+            cap = _COMPUTED_CHUNK_BUDGET_BYTES if from_callable else _CHUNK_BUDGET_BYTES
         budget = min(cap, available_memory_bytes(device) // 4)
         return min(num_q, _largest_chunk(budget, num_g, per_element))
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
