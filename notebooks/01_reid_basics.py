@@ -41,6 +41,7 @@ data_root = "../data"  # folder holding the datasets; SynthReID is rendered unde
 results_dir = "../results"  # results JSON: results_dir/01_reid_basics/<run>.json
 device = "auto"  # auto | cpu | cuda
 seed = 0
+overrides = {}  # change profile entries, e.g. {"epochs": 30, "lr": 5e-4}
 
 # %% [markdown]
 # Each profile is a recipe. `smoke` only proves the notebook runs. `synth` is what the book
@@ -74,6 +75,7 @@ from reid_core.losses.baseline_loss import BaselineLoss
 from reid_core.models.baseline import BaselineNet
 from reid_core.models.color_histogram import color_histogram_features
 from reid_core.paper_results import paper_results_for
+from reid_core.profiles import select_profile
 from reid_core.results import metrics_from_cmc, write_result
 from reid_core.viz import plot_cmc, plot_history, plot_ranked_lists, show_images
 
@@ -85,9 +87,7 @@ PROFILES = {
     "paper": dict(preset=None, backbone="resnet50", pretrained=True, height=256, width=128, epochs=120,
                   batch_size=64, num_instances=4, lr=3.5e-4, warmup_epochs=10, milestones=(40, 70), max_iters=None),
 }
-if profile not in PROFILES:
-    raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-cfg = PROFILES[profile]
+cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 seed_everything(seed)
 print(f"profile={profile} device={dev}")

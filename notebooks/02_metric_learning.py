@@ -55,6 +55,7 @@ data_root = "../data"  # folder holding the datasets; SynthReID is rendered unde
 results_dir = "../results"  # results JSON: results_dir/02_metric_learning/<run>.json
 device = "auto"  # auto | cpu | cuda
 seed = 0
+overrides = {}  # change profile entries, e.g. {"epochs": 12}
 
 # %% [markdown]
 # Each profile is a recipe for three experiments: the digits toy, the unseen-classes test,
@@ -105,6 +106,7 @@ from reid_core.models.backbone import build_backbone
 from reid_core.models.digits_net import DigitsConvNet
 from reid_core.models.embedding_net import EmbeddingNet
 from reid_core.paper_results import paper_results_for
+from reid_core.profiles import select_profile
 from reid_core.results import write_result
 from reid_core.viz_embeddings import (plot_digit_grid, plot_head_parameters, plot_scale_history,
                                       plot_sphere_embeddings, plot_target_logits)
@@ -127,9 +129,7 @@ PROFILES = {
                   height=256, width=128, batch_size=128, num_instances=4, epochs=250, max_iters=None,
                   optimizer="adam", lr=3e-4, scheduler="exp", decay_start=150, flip=True, loss_settings="paper"),
 }
-if profile not in PROFILES:
-    raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-cfg = PROFILES[profile]
+cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 seed_everything(seed)
 print(f"profile={profile} device={dev}")

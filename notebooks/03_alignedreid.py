@@ -83,6 +83,8 @@ overrides = {}  # change profile entries, e.g. {"epochs": 6, "mutual": False}
 #   weights are not known). Re-ranking: k1=20, k2=6, lambda=0.3.
 
 # %%
+from reid_core.profiles import select_profile
+
 PROFILES = {
     "smoke": dict(
         worlds=("smoke", "smoke_aligned"), backbone="resnet18", pretrained=False, last_stride=1, height=64, width=32,
@@ -106,12 +108,7 @@ PROFILES = {
         flip_test=False,
     ),
 }
-if profile not in PROFILES:
-    raise ValueError(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
-unknown = sorted(set(overrides) - set(PROFILES[profile]))
-if unknown:
-    raise ValueError(f"overrides has unknown keys {unknown}; valid keys: {sorted(PROFILES[profile])}")
-cfg = {**PROFILES[profile], **overrides}
+cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 cfg
 
 # %% [markdown]

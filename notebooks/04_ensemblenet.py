@@ -75,6 +75,8 @@ cuhk03_split = "labeled"  # paper profile on cuhk03: labeled | detected
 #   These are **not confirmed** for this paper.
 
 # %%
+from reid_core.profiles import select_profile
+
 PROFILES = {
     "smoke": dict(
         preset="smoke", backbone="resnet18", pretrained=False, height=64, width=32, reduction_dim=64, reduction_relu=False,
@@ -95,12 +97,7 @@ PROFILES = {
         milestones=(60,), warmup_epochs=0.0, random_erasing_p=0.0, flip_test=True, activation_images=4,
     ),
 }
-if profile not in PROFILES:
-    raise ValueError(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
-unknown = sorted(set(overrides) - set(PROFILES[profile]))
-if unknown:
-    raise ValueError(f"overrides has unknown keys {unknown}; valid keys: {sorted(PROFILES[profile])}")
-cfg = {**PROFILES[profile], **overrides}
+cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 cfg
 
 # %% [markdown]

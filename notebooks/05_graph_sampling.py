@@ -80,6 +80,8 @@ test_datasets = None  # paper profile: datasets to test on (None: market1501, ms
 #   **not the paper's exactly**.
 
 # %%
+from reid_core.profiles import select_profile
+
 PROFILES = {
     "smoke": dict(
         preset="smoke", cross_preset="smoke_b", backbone="resnet18", pretrained=False, height=64, width=32,
@@ -109,12 +111,7 @@ PROFILES = {
         hardness_batches=8,
     ),
 }
-if profile not in PROFILES:
-    raise ValueError(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
-unknown = sorted(set(overrides) - set(PROFILES[profile]))
-if unknown:
-    raise ValueError(f"overrides has unknown keys {unknown}; valid keys: {sorted(PROFILES[profile])}")
-cfg = {**PROFILES[profile], **overrides}
+cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 cfg
 
 # %% [markdown]
