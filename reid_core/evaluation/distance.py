@@ -264,7 +264,9 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int:
         return np.iinfo(np.int64).max
 
 
-def check_memory(nbytes: int, device: torch.device | str, what: str, advice: str) -> None:
+def check_memory(
+    nbytes: int, device: torch.device | str, what: str, advice: str, limit: int | None = None
+) -> None:
     """Raise :class:`MemoryError` before allocating ``nbytes`` that will not fit on ``device``.
 
     Being refused with a message that names the size and a way out is better than being
@@ -275,11 +277,12 @@ def check_memory(nbytes: int, device: torch.device | str, what: str, advice: str
         device: where it will be allocated.
         what: the work, named for the message (e.g. ``"evaluate_rank: 512 x 82161 block"``).
         advice: what to do instead (a smaller ``chunk_size``, another API).
+        limit: the bytes allowed; ``None`` means :func:`available_memory_bytes` of ``device``.
 
     Raises:
-        MemoryError: when ``nbytes`` exceeds :func:`available_memory_bytes`.
+        MemoryError: when ``nbytes`` exceeds the limit.
     """
-    available = available_memory_bytes(device)
+    available = available_memory_bytes(device) if limit is None else limit
     if nbytes > available:
         raise MemoryError(
             f"{what} needs about {nbytes / 2**30:.2f} GiB on {torch.device(device)}, but only "

@@ -147,7 +147,7 @@ def _final_distances(
         gathered = local_query_expansion_size(v, rank, k2)
         chunk_share = gathered * _SPARSE_CHUNK // max(1, rank.shape[0])
         need = MemoryEstimate({"query expansion (sparse)": gathered * 12 + chunk_share * 48})
-        check_memory(need, device, max_memory, "Use a machine with more memory or a smaller k2.")
+        check_memory(need, device, max_memory, "use a machine with more memory or a smaller k2")
     v = local_query_expansion(v, rank, k2)
     columns = gallery_columns(v, num_query)
     max_rows = max(1, FINAL_BUFFER_BYTES // (4 * max(1, num_gallery)))
@@ -253,7 +253,7 @@ def re_ranking(
     # NaN and inf are caught while the rank lists are built (they poison a column's maximum).
     estimate = rerank_memory_estimate(num_query, num_gallery, k1, k2, chunk_size)
     advice = (
-        "Use a smaller chunk_size, or re_ranking_from_features(qf, gf, ..., topk=100), which never "
+        "use a smaller chunk_size, or re_ranking_from_features(qf, gf, ..., topk=100), which never "
         "builds (Q+G)^2 or G^2 matrices and can return only the top-k gallery items per query."
     )
     check_memory(estimate, q_g.device, max_memory, advice)
@@ -361,12 +361,12 @@ def re_ranking_from_features(
     if topk is None:
         with_topk = rerank_memory_estimate(num_query, num_gallery, k1, k2, chunk_size, q.shape[1], 100, q.element_size())
         advice = (
-            f"The dense (Q, G) output alone is {num_query * num_gallery * 4 / 2**30:.2f} GiB: pass topk=100 to keep "
+            f"the dense (Q, G) output alone is {num_query * num_gallery * 4 / 2**30:.2f} GiB: pass topk=100 to keep "
             f"only the 100 best gallery items per query (about {with_topk.total / 2**30:.2f} GiB in all), "
             "or a smaller chunk_size."
         )
     else:
-        advice = "Pass a smaller chunk_size (e.g. 1024) or a smaller topk."
+        advice = "pass a smaller chunk_size (e.g. 1024) or a smaller topk"
     check_memory(estimate, q.device, max_memory, advice)
 
     feats = torch.cat([q, g.to(q.dtype)], dim=0)  # (N, D)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from reid_core.evaluation.distance import available_memory_bytes
+from reid_core.evaluation import distance
 
-__all__ = ["MemoryEstimate", "available_memory", "rerank_memory_estimate", "check_memory"]
+__all__ = ["MemoryEstimate", "rerank_memory_estimate", "check_memory"]
 
 _GIB = float(1 << 30)
 # Pairs joined at once in the Jaccard step and bytes per pair of its temporaries.
@@ -45,15 +45,6 @@ class MemoryEstimate:
         """One line per part, in GiB, largest first."""
         items = sorted(self.parts.items(), key=lambda kv: -kv[1])
         return "; ".join(f"{name} {size / _GIB:.2f} GiB" for name, size in items)
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes that can still be allocated on ``device`` (CPU: ``MemAvailable``; CUDA: free + cached).
-
-    Delegates to :func:`reid_core.evaluation.distance.available_memory_bytes`, which returns a
-    huge number where the platform reports nothing (then no check refuses the work).
-    """
-    return available_memory_bytes(device)
 
 
 def rerank_memory_estimate(
@@ -112,18 +103,16 @@ def rerank_memory_estimate(
 def check_memory(estimate: MemoryEstimate, device: torch.device, max_memory: int | None, advice: str) -> None:
     """Raise :class:`MemoryError` before allocating when the estimate does not fit.
 
+    The re-ranking's form of :func:`reid_core.evaluation.distance.check_memory`: the message
+    lists the estimate's parts.
+
     Args:
         estimate: what the run needs.
         device: where it will run.
-        max_memory: a limit in bytes; ``None`` uses :func:`available_memory`.
+        max_memory: a limit in bytes; ``None`` uses the memory available on ``device``.
         advice: what to change, appended to the message.
 
     Raises:
         MemoryError: the estimate exceeds the limit.
     """
-    limit = available_memory(device) if max_memory is None else max_memory
-    if estimate.total > limit:
-        raise MemoryError(
-            f"re-ranking needs about {estimate.total / _GIB:.2f} GiB on {device} "
-            f"({estimate.describe()}) but only {limit / _GIB:.2f} GiB is available. {advice}"
-        )
+    distance.check_memory(estimate.total, device, f"re-ranking ({estimate.describe()})", advice, limit=max_memory)
