@@ -659,18 +659,19 @@ display(Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|
 # which come from 300 epochs of an ImageNet-pretrained ResNet-50 on real data, and only
 # differences of several points mean anything. The two nets of the mutual pair differ only by
 # their initial weights; the gap between them is one yardstick for noise. Another: the CPU
-# kernels are not bit-for-bit deterministic, and four runs of this notebook with the same
-# seed (three on an idle machine, one on a loaded one) gave the local-branch models rank-1
+# kernels are not bit-for-bit deterministic, and five runs of this notebook with the same
+# seed (four on an idle machine, one on a loaded one) gave the local-branch models rank-1
 # values up to 4 points apart. The summary lines printed above the alignment figures give
-# this run's differences; the ranges below are what we saw across those four runs.
+# this run's differences; the ranges below are what we saw across those five runs.
 #
 # * **Misalignment is a real difficulty here.** The same recipe reaches 20 to 30% rank-1 with
 #   misaligned boxes and about 50% without them: after two epochs global pooling is far from
 #   shift-invariant.
 # * **Alignment as a test distance** is the steadiest effect. With misaligned boxes the aligned
 #   local distance beat the same stripes compared row by row in mAP in every run (+1.5 to
-#   +3.3 points); with aligned boxes, where the row-by-row comparison is exactly right, it lost
-#   a little (-0.1 to -0.7). That is the sign flip alignment should produce. Rank-1 moves less
+#   +3.5 points); with aligned boxes, where the row-by-row comparison is exactly right, it made
+#   no real difference (-0.7 to +0.1). That is the contrast alignment should produce: a gain
+#   only where the boxes are misaligned. Rank-1 moves less
 #   regularly. The scatter of path offsets shows why mAP moves: the learned paths follow the
 #   boxes' shifts (a correlation of about 0.7 to 0.8), with a slope well below 1 because of the
 #   corners.
@@ -681,7 +682,7 @@ display(Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|
 #   does not show clearly at two epochs.
 # * **Global + local at test** helps by 2 to 5 points in *both* worlds: adding a second,
 #   different distance helps like a small ensemble, whether or not the boxes are misaligned.
-# * **Re-ranking** gives the steadiest gain in mAP (about +3 to +6 points in both worlds), less and
+# * **Re-ranking** gives the steadiest gain in mAP (about +3 to +7 points in both worlds), less and
 #   less regularly in rank-1; in the paper it adds 11 mAP points on Market-1501.
 # * **Mutual learning** is inconclusive at this budget: net 1 of the pair ranged from 1.4
 #   points below to 2.3 points above the same network trained alone (rank-1), and the metric
