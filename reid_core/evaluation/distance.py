@@ -212,8 +212,9 @@ def make_distance_fn(qf: Tensor, gf: Tensor, metric: Metric = "euclidean") -> Ca
         gf = gf.to(device=qf.device, dtype=qf.dtype).contiguous()
         if metric == "cosine":
             gf = F.normalize(gf, dim=1)  # (M, D)
-        g_sq = (gf * gf).sum(1)  # (M,): |y|^2, once for all blocks
-        ones = torch.ones_like(g_sq)  # (M,)
+            bias = torch.ones(gf.shape[0], dtype=gf.dtype, device=gf.device)  # (M,): the 1 of 1 - cos
+        else:
+            bias = (gf * gf).sum(1)  # (M,): |y|^2, once for all blocks
 
     @torch.no_grad()
     def distance_block(start: int, end: int) -> Tensor:
@@ -222,8 +223,8 @@ def make_distance_fn(qf: Tensor, gf: Tensor, metric: Metric = "euclidean") -> Ca
         q = qf[start:end]  # (B, D)
         if metric == "cosine":
             # 1 - cos(x, y) = 1 - x_hat . y_hat
-            return gallery_matmul(F.normalize(q, dim=1), gf, ones, alpha=-1.0).float()  # (B, M)
-        sq = gallery_matmul(q, gf, g_sq, alpha=-2.0)  # (B, M): |y|^2 - 2 x.y
+            return gallery_matmul(F.normalize(q, dim=1), gf, bias, alpha=-1.0).float()  # (B, M)
+        sq = gallery_matmul(q, gf, bias, alpha=-2.0)  # (B, M): |y|^2 - 2 x.y
         sq.add_((q * q).sum(1, keepdim=True)).clamp_min_(0.0)  # (B, M): ||x - y||^2
         if metric == "euclidean":
             sq.sqrt_()
