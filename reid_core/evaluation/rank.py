@@ -70,7 +70,7 @@ _REDUCED_BYTES = 96
 # gets more: its kernels need large blocks to be efficient, and its memory is not shared
 # with the rest of the program's data.
 # Distances computed per chunk (evaluate_features) want more queries per chunk: a matrix
-# product of 100 rows runs at a third of the speed of one of 500 rows.
+# product of 100 rows runs at about half the speed of one of 500 rows.
 _CHUNK_BUDGET_BYTES = 256 * 2**20
 _COMPUTED_CHUNK_BUDGET_BYTES = 1 * 2**30
 _CUDA_CHUNK_BUDGET_BYTES = 2 * 2**30
@@ -444,20 +444,20 @@ def _negative_buckets_histogram(
     pid = g_pid.index_select(0, cols)  # (N,)
     negative = (pid != q_pid.index_select(0, rows)) & (pid != -1)  # (N,): other ids, not junk
     # Matches and junk stay in the list (no compaction pass) and are binned apart at the end.
-    neg_dist = dist.view(-1).index_select(0, flat)  # (N,) in the order of flat
+    item_dist = dist.view(-1).index_select(0, flat)  # (N,) in the order of flat
 
     # Matches strictly before each negative, by one binary search in the flattened (B, P)
     # keys, which are sorted because they order (row, distance).
     flat_keys = pos_keys.view(-1)  # (B*P,)
-    neg_keys = _row_distance_keys(neg_dist, rows)  # (N,)
-    before = torch.searchsorted(flat_keys, neg_keys)  # (N,)
-    tied = flat_keys[before.clamp(max=flat_keys.numel() - 1)] == neg_keys  # (N,)
+    item_keys = _row_distance_keys(item_dist, rows)  # (N,)
+    before = torch.searchsorted(flat_keys, item_keys)  # (N,)
+    tied = flat_keys[before.clamp(max=flat_keys.numel() - 1)] == item_keys  # (N,)
     tied &= negative
     bucket = before - rows * max_pos  # (N,) matches before it, within its row
     if bool(tied.any()):
         # Same key: order exactly by (distance, gallery index), in the input's precision.
         t = tied.nonzero().squeeze(1)  # (T,)
-        bucket[t] += _count_tied_matches(neg_dist[t], cols[t], rows[t], pos_dist, pos_index, pos_keys, neg_keys[t])
+        bucket[t] += _count_tied_matches(item_dist[t], cols[t], rows[t], pos_dist, pos_index, pos_keys, item_keys[t])
     dump = num_b * (max_pos + 1)  # one extra bin for the items that are not negatives
     slot = torch.where(negative, rows * (max_pos + 1) + bucket, dump)  # (N,)
     return torch.bincount(slot, minlength=dump + 1)[:dump]  # (B*(P+1),)
