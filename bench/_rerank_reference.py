@@ -1,7 +1,7 @@
 """The baseline for bench/rerank.py: k-reciprocal re-ranking as the common python code does it.
 
 Written for this project from the paper's steps (Zhong et al., CVPR 2017) following the
-common implementation's structure (papers.md 5.3), so that its time and memory stand for
+common implementation's structure (Zhong et al. 2017, ``zhong2017reranking``), so that its time and memory stand for
 what users of that code pay: the three blocks are stacked into one dense (Q+G)^2 float64
 matrix, squared into float32, normalised by column and transposed; every row is fully
 argsorted; V and its query expansion are dense (Q+G)^2 float32 matrices; the Jaccard

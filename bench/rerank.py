@@ -84,7 +84,7 @@ def case_numpy_baseline(num_query: int, num_gallery: int, dim: int, seed: int, o
 
 def case_re_ranking(num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int) -> dict[str, Any]:
     """reid_core.evaluation.rerank.re_ranking on the same distance matrices (torch)."""
-    from reid_core.evaluation.rerank import re_ranking
+    from reid_core.evaluation.rerank.k_reciprocal import re_ranking
 
     _set_threads(threads)
     q_g, q_q, g_g, dist_seconds = _distance_blocks(_features(num_query, num_gallery, dim, seed))
@@ -98,7 +98,7 @@ def case_re_ranking(num_query: int, num_gallery: int, dim: int, seed: int, out_p
 
 def case_from_features(num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int) -> dict[str, Any]:
     """reid_core.evaluation.rerank.re_ranking_from_features on the features."""
-    from reid_core.evaluation.rerank import re_ranking_from_features
+    from reid_core.evaluation.rerank.k_reciprocal import re_ranking_from_features
 
     _set_threads(threads)
     feats = _features(num_query, num_gallery, dim, seed)

@@ -11,7 +11,7 @@ each case in its own spawned process (peak memory = its ru_maxrss, features incl
    16 GB. The common implementation needs dense (Q+G)^2 matrices (35 GB each) and cannot
    run here at all. Heavy: run it once, alone (``--skip-rerank`` leaves it out).
 3. Market-1501+500k style, 3,368 queries x 500,000 gallery features through faiss
-   (``reid_core.retrieval``): exact flat search and an IVF index, seconds and peak memory,
+   (``reid_core.evaluation.retrieval``): exact flat search and an IVF index, seconds and peak memory,
    recall of the IVF index at rank 1 and 10 against the exact one (for a few ``nprobe``),
    CMC/mAP@100.
 
@@ -110,8 +110,8 @@ def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads
 def case_rerank(num_query: int, num_gallery: int, dim: int, seed: int, threads: int, topk: int | None) -> dict[str, Any]:
     """re_ranking_from_features on MSMT17-shaped features, then the re-ranked evaluation."""
     from reid_core.evaluation.rank import evaluate_rank
-    from reid_core.evaluation.rerank import re_ranking_from_features
-    from reid_core.retrieval import evaluate_topk
+    from reid_core.evaluation.rerank.k_reciprocal import re_ranking_from_features
+    from reid_core.evaluation.retrieval import evaluate_topk
 
     _setup(threads)
     f = _msmt_like(num_query, num_gallery, dim, seed)
@@ -151,7 +151,7 @@ def case_large_gallery(
     """faiss top-k search of a Market+500k-style gallery with one index kind."""
     import numpy as np
 
-    from reid_core.retrieval import build_index, evaluate_topk, recall_at_k, search
+    from reid_core.evaluation.retrieval import build_index, evaluate_topk, recall_at_k, search
 
     _setup(threads)
     # Market+500k: beyond Market's 15,913 gallery images, every extra image is a distractor.

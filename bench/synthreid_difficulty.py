@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid_core.data.synthreid_presets import SYNTHREID_PRESETS, prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
+from reid_core.data.synthreid.presets import SYNTHREID_PRESETS, prepare_synthreid
+from reid_core.data.synthreid.reader import SynthReID
 from reid_core.engine.evaluate import evaluate_reid
 from reid_core.engine.loaders import build_test_loader, build_train_loader
 from reid_core.engine.trainer import TrainConfig, Trainer

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reid_core.data.synthreid import render_synthreid
+from reid_core.data.synthreid.world import render_synthreid
 
 BUDGET_S = 60.0
 BUDGET_IMAGES = 10_000

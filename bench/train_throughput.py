@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from reid_core.data.synthreid import render_synthreid
-from reid_core.data.synthreid_reader import SynthReID
+from reid_core.data.synthreid.world import render_synthreid
+from reid_core.data.synthreid.reader import SynthReID
 from reid_core.engine.loaders import build_train_loader
 from reid_core.engine.trainer import TrainConfig, Trainer
 from reid_core.losses.baseline_loss import BaselineLoss

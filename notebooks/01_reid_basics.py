@@ -30,9 +30,15 @@
 #    BNNeck, an ID loss with label smoothing and a batch-hard triplet loss;
 # 5. its ranked lists, and a results JSON that the [results page](../generated/results) tables.
 #
-# Library used: `reid_core.data` (SynthReID, readers, transforms), `reid_core.samplers`
-# (PK sampling), `reid_core.models.baseline`, `reid_core.losses`, `reid_core.engine`
-# (training, features), `reid_core.evaluation`.
+# Where the ideas live in the library:
+# - the protocol, CMC and mAP: `reid_core/evaluation/rank.py`;
+# - the strong baseline: `reid_core/models/baseline.py` (BNNeck, GeM) and
+#   `reid_core/losses/baseline_loss.py` (ID loss with label smoothing + batch-hard triplet,
+#   `reid_core/losses/triplet.py`);
+# - P x K batches: `reid_core/samplers/random_identity.py`;
+# - the colour-histogram baseline: `reid_core/models/color_histogram.py`.
+#
+# Training, feature extraction and the datasets come from `reid_core.engine` and `reid_core.data`.
 
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
@@ -62,22 +68,18 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from reid_core.data.registry import build_dataset
-from reid_core.data.synthreid_presets import prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.engine.evaluate import evaluate_distance, evaluate_reid
-from reid_core.engine.features import Features
-from reid_core.engine.loaders import build_test_loader, build_train_loader
-from reid_core.engine.trainer import TrainConfig, Trainer, seed_everything
-from reid_core.evaluation.distance import compute_distance_matrix
-from reid_core.evaluation.rank import evaluate_rank
-from reid_core.losses.baseline_loss import BaselineLoss
-from reid_core.models.baseline import BaselineNet
-from reid_core.models.color_histogram import color_histogram_features
-from reid_core.paper_results import paper_results_for
-from reid_core.profiles import select_profile
-from reid_core.results import metrics_from_cmc, write_result
-from reid_core.viz import plot_cmc, plot_history, plot_ranked_lists, show_images
+from reid_core.book import (
+    checkpoint_dir, paper_results_for, plot_cmc, plot_history, plot_ranked_lists, resolve_device, select_profile,
+    show_images, write_result,
+)
+from reid_core.data import build_dataset, prepare_synthreid, SynthReID
+from reid_core.engine import (
+    build_test_loader, build_train_loader, evaluate_distance, evaluate_reid, Features, metrics_from_cmc,
+    seed_everything, TrainConfig, Trainer,
+)
+from reid_core.evaluation import compute_distance_matrix, evaluate_rank
+from reid_core.losses import BaselineLoss
+from reid_core.models import BaselineNet, color_histogram_features
 
 PROFILES = {
     "smoke": dict(preset="smoke", backbone="resnet18", pretrained=False, height=64, width=32, epochs=2,
@@ -88,7 +90,7 @@ PROFILES = {
                   batch_size=64, num_instances=4, lr=3.5e-4, warmup_epochs=10, milestones=(40, 70), max_iters=None),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
-dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+dev = resolve_device(device)
 seed_everything(seed)
 print(f"profile={profile} device={dev}")
 
@@ -251,7 +253,7 @@ criterion = BaselineLoss(id_weight=1.0, triplet_weight=1.0, margin=0.3, label_sm
 train_cfg = TrainConfig(epochs=cfg["epochs"], optimizer="adam", lr=cfg["lr"], weight_decay=5e-4, scheduler="step",
                         milestones=cfg["milestones"], gamma=0.1, warmup_epochs=cfg["warmup_epochs"], warmup_factor=0.1,
                         max_iters_per_epoch=cfg["max_iters"], seed=seed,
-                        checkpoint_dir=f"{results_dir}/../checkpoints/01_reid_basics/{dataset}" if profile == "paper" else None)
+                        checkpoint_dir=checkpoint_dir(results_dir, "01_reid_basics", dataset, profile))
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
       f"{data.num_train_pids} training identities, {len(train_loader)} iterations per epoch")
 

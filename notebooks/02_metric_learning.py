@@ -43,10 +43,14 @@
 # 5. the same losses on SynthReID with one backbone, beside the papers' numbers;
 # 6. where these embeddings are used: product search, recommendation, re-ID.
 #
-# Library used: `reid_core.losses` (every loss and head), `reid_core.metric_criterion` (one
-# criterion for all of them), `reid_core.metric_toys` (digits, training glue, retrieval, head
-# sizes), `reid_core.models.digits_net`, `reid_core.models.embedding_net`,
-# `reid_core.viz_embeddings`, `reid_core.engine`.
+# Where the ideas live in the library:
+# - pair losses: `reid_core/losses/contrastive.py`, `reid_core/losses/triplet.py`;
+# - margin heads: `reid_core/losses/margin_head.py` (the shared base) and one small file per
+#   paper, `l2_softmax.py`, `sphereface.py`, `cosface.py`, `arcface.py`, `adacos.py`;
+# - one criterion for all eight losses: `reid_core/losses/metric_criterion.py`.
+#
+# The chapter's own experiment (digits, training glue, retrieval, head sizes) and figures are in
+# `reid_core/chapters/metric_learning/`.
 
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
@@ -85,31 +89,21 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from reid_core.data.registry import build_dataset
-from reid_core.data.synthreid_presets import prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.engine.evaluate import evaluate_reid
-from reid_core.engine.loaders import build_test_loader, build_train_loader
-from reid_core.engine.trainer import TrainConfig, seed_everything
-from reid_core.losses.adacos import AdaCos, adacos_fixed_scale
-from reid_core.losses.arcface import ArcFace
-from reid_core.losses.contrastive import ContrastiveLoss
-from reid_core.losses.cosface import CosFace
-from reid_core.losses.l2_softmax import L2Softmax, l2_softmax_scale_lower_bound
-from reid_core.losses.sphereface import SphereFace, sphereface_psi
-from reid_core.losses.triplet import TripletLoss, hard_example_mining
-from reid_core.metric_criterion import DEFAULT_HPARAMS, HEAD_LOSSES, LOSS_TITLES, METRIC_LOSSES, sphereface_gamma_for
-from reid_core.metric_toys import (angular_statistics, count_parameters, embed, format_mean_std, head_parameter_count,
-                                   leave_one_out_retrieval, load_digits_split, make_pk_loader, relabel,
-                                   train_embedding)
-from reid_core.models.backbone import build_backbone
-from reid_core.models.digits_net import DigitsConvNet
-from reid_core.models.embedding_net import EmbeddingNet
-from reid_core.paper_results import paper_results_for
-from reid_core.profiles import select_profile
-from reid_core.results import write_result
-from reid_core.viz_embeddings import (plot_digit_grid, plot_head_parameters, plot_scale_history,
-                                      plot_sphere_embeddings, plot_target_logits)
+from reid_core.book import (
+    checkpoint_dir, format_mean_std, paper_results_for, resolve_device, select_profile, write_result,
+)
+from reid_core.chapters.metric_learning import (
+    angular_statistics, embed, head_parameter_count, leave_one_out_retrieval, make_pk_loader, plot_digit_grid,
+    plot_head_parameters, plot_scale_history, plot_sphere_embeddings, plot_target_logits, relabel, train_embedding,
+)
+from reid_core.data import build_dataset, load_digits_split, prepare_synthreid, SynthReID
+from reid_core.engine import build_test_loader, build_train_loader, evaluate_reid, seed_everything, TrainConfig
+from reid_core.losses import (
+    AdaCos, adacos_fixed_scale, ArcFace, ContrastiveLoss, CosFace, DEFAULT_HPARAMS, hard_example_mining, HEAD_LOSSES,
+    l2_softmax_scale_lower_bound, L2Softmax, LOSS_TITLES, METRIC_LOSSES, SphereFace, sphereface_gamma_for,
+    sphereface_psi, TripletLoss,
+)
+from reid_core.models import build_backbone, count_parameters, DigitsConvNet, EmbeddingNet
 
 TOY = dict(embedding_dim=3, test_fraction=0.3, batch_size=120, num_instances=12, lr=3e-3)
 PROFILES = {
@@ -130,7 +124,7 @@ PROFILES = {
                   optimizer="adam", lr=3e-4, scheduler="exp", decay_start=150, flip=True, loss_settings="paper"),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
-dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+dev = resolve_device(device)
 seed_everything(seed)
 print(f"profile={profile} device={dev}")
 
@@ -363,7 +357,7 @@ plot_target_logits(margin_heads)
 plt.show()
 
 # %% [markdown]
-# `build_metric_criterion(loss, D, C)` (in `reid_core.metric_criterion`) wraps any of the eight
+# `build_metric_criterion(loss, D, C)` (in `reid_core.losses.metric_criterion`) wraps any of the eight
 # losses of this chapter in the trainer's API, `criterion(output, labels) -> {name: loss}`: a
 # head followed by cross-entropy, or a pair loss on the normalised embedding. Its defaults
 # (the common code defaults $s = 30$ rather than the papers' $s = 64$, which the papers chose
@@ -472,7 +466,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-backbones = {name: count_parameters(build_backbone(name, pretrained=False)) for name in ("resnet18", "resnet50")}
+backbones = {name: count_parameters(build_backbone(name, pretrained=False), trainable_only=True) for name in ("resnet18", "resnet50")}
 rows = []
 for backbone, dim in (("resnet18", 512), ("resnet50", 2048)):
     for label, classes in (("digits", 10), ("Market-1501 ids", 751), ("MSMT17 ids", 1041),
@@ -627,8 +621,7 @@ for loss in METRIC_LOSSES:
     train_cfg = TrainConfig(epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=5e-4,
                             scheduler=cfg["scheduler"], decay_start=cfg["decay_start"], warmup_epochs=0,
                             max_iters_per_epoch=cfg["max_iters"], seed=seed, progress=profile != "smoke",
-                            checkpoint_dir=(f"{results_dir}/../checkpoints/02_metric_learning/{dataset}_{loss}"
-                                            if profile == "paper" else None))
+                            checkpoint_dir=checkpoint_dir(results_dir, "02_metric_learning", f"{dataset}_{loss}", profile))
     run = train_embedding(model, loss, reid_train, data.num_train_pids, train_cfg, device=dev, **reid_hparams[loss])
     metric = "cosine" if reid_hparams[loss].get("normalize", True) else "euclidean"  # the space the loss shaped
     result = evaluate_reid(run.model, reid_query, reid_gallery, metric=metric, flip=cfg["flip"], device=dev,

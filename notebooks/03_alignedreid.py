@@ -41,10 +41,16 @@
 #    between the two crops;
 # 5. set our numbers beside the paper's and the public re-production's.
 #
-# Library used: `reid_core.alignment` (the aligned distance), `reid_core.models.alignedreid`,
-# `reid_core.losses.aligned_triplet`, `reid_core.losses.mutual`,
-# `reid_core.evaluation.rerank`, `reid_core.engine`; the chapter's helpers (features in one
-# pass, the test-distance variants, the figures) are in `reid_core.alignedreid_utils`.
+# Where the ideas live in the library:
+# - the aligned distance, as the paper writes it: `reid_core/alignment/recurrence.py` (its fast
+#   batched form, tested equal, is `reid_core/alignment/batched.py`);
+# - the model (global + local branch): `reid_core/models/alignedreid.py`;
+# - TriHard on global and aligned local distances: `reid_core/losses/aligned_triplet.py`;
+# - mutual learning: `reid_core/losses/mutual.py`;
+# - k-reciprocal re-ranking: `reid_core/evaluation/rerank/k_reciprocal.py`.
+#
+# The chapter's own experiment (features in one pass, the test-distance variants) and figures are
+# in `reid_core/chapters/alignedreid/`.
 
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
@@ -67,7 +73,7 @@ overrides = {}  # change profile entries, e.g. {"epochs": 6, "mutual": False}
 #   pair), each for only two epochs (Adam, lr 1e-3, x0.1 after 1.5 epochs; the paper's schedule
 #   needs hundreds of epochs): enough to see large effects, not small ones.
 # * `paper` is the recipe of the paper as far as the sources give it, completed with the public
-#   re-production {cite}`zhang2017alignedreid` (papers.md, section 2): ImageNet-pretrained
+#   re-production {cite}`zhang2017alignedreid`: ImageNet-pretrained
 #   ResNet-50 with the standard last stride 2, local features of 128 dimensions (1x1 conv, BN,
 #   ReLU), margins 0.3 for both triplet losses, the local triplet on the hard samples mined by
 #   the global distance, ID + global + local losses with weight 1, Adam with lr 2e-4 and weight
@@ -83,7 +89,7 @@ overrides = {}  # change profile entries, e.g. {"epochs": 6, "mutual": False}
 #   weights are not known). Re-ranking: k1=20, k2=6, lambda=0.3.
 
 # %%
-from reid_core.profiles import select_profile
+from reid_core.book import select_profile
 
 PROFILES = {
     "smoke": dict(
@@ -124,38 +130,25 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from reid_core.alignedreid_utils import (
-    NormalizedLocal,
-    ablation_markdown,
-    ablation_rows,
-    box_shifts,
-    cross_camera_pair,
-    evaluate_test_distances,
-    expected_path_offset,
-    extract_global_local,
-    mean_path_offsets,
-    misaligned_pair,
-    paper_results_markdown,
-    plot_ablation_bars,
-    plot_alignment,
-    plot_path_offsets,
-)
 from reid_core.alignment import aligned_distance
-from reid_core.data.registry import build_dataset
-from reid_core.data.synthreid_presets import prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.engine.loaders import build_test_loader, build_train_loader
-from reid_core.engine.trainer import TrainConfig, Trainer, seed_everything
-from reid_core.evaluation.distance import pairwise_distance
-from reid_core.losses.aligned_triplet import AlignedReIDLoss
-from reid_core.losses.mutual import MutualLearningLoss, MutualPair, classification_mutual_loss, metric_mutual_loss
-from reid_core.models.alignedreid import AlignedReID
-from reid_core.paper_results import paper_results_for
-from reid_core.results import write_result
-from reid_core.viz import load_image, plot_history, show_images
+from reid_core.book import (
+    checkpoint_dir, load_image, paper_results_for, paper_results_markdown, plot_history, resolve_device, show_images,
+    write_result,
+)
+from reid_core.chapters.alignedreid import (
+    ablation_markdown, ablation_rows, box_shifts, cross_camera_pair, evaluate_test_distances, expected_path_offset,
+    extract_global_local, mean_path_offsets, misaligned_pair, plot_ablation_bars, plot_alignment, plot_path_offsets,
+)
+from reid_core.data import build_dataset, prepare_synthreid, SynthReID
+from reid_core.engine import build_test_loader, build_train_loader, seed_everything, TrainConfig, Trainer
+from reid_core.evaluation import pairwise_distance
+from reid_core.losses import (
+    AlignedReIDLoss, classification_mutual_loss, metric_mutual_loss, MutualLearningLoss, MutualPair,
+)
+from reid_core.models import AlignedReID, NormalizedLocal
 
 NOTEBOOK = "03_alignedreid"
-dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+dev = resolve_device(device)
 seed_everything(seed)
 print("device:", dev)
 
@@ -461,7 +454,7 @@ def train(model, criterion, loader, run_name):
     config = TrainConfig(epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                          scheduler=cfg["scheduler"], milestones=cfg["milestones"], decay_start=cfg["decay_start"], warmup_epochs=0.0,
                          max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile != "smoke",
-                         checkpoint_dir=f"{results_dir}/../checkpoints/{NOTEBOOK}/{run_name}" if profile == "paper" else None)
+                         checkpoint_dir=checkpoint_dir(results_dir, NOTEBOOK, run_name, profile))
     start = time.perf_counter()
     history = Trainer(model, criterion, loader, config, device=dev).fit()
     return history, time.perf_counter() - start

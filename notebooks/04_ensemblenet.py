@@ -75,7 +75,7 @@ cuhk03_split = "labeled"  # paper profile on cuhk03: labeled | detected
 #   These are **not confirmed** for this paper.
 
 # %%
-from reid_core.profiles import select_profile
+from reid_core.book import select_profile
 
 PROFILES = {
     "smoke": dict(
@@ -101,9 +101,13 @@ cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run
 cfg
 
 # %% [markdown]
-# Imports and the device. Everything below calls `reid_core`; the chapter's own helpers
-# (the classic ensemble, parameter counts, per-part slices, figures) live in
-# `reid_core.ensemble_utils`.
+# Imports and the device. Where the ideas live in the library:
+# - EnsembleNet (branches, part pooling, one classifier per part): `reid_core/models/ensemblenet.py`;
+# - the classic ensemble it is compared with: `reid_core/models/concat_ensemble.py`;
+# - parameter counts: `reid_core/models/parameters.py`.
+#
+# The chapter's own experiment (per-part slices, query subsets) and figures are in
+# `reid_core/chapters/ensemblenet/`.
 
 # %%
 import time
@@ -114,37 +118,23 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
 
-from reid_core.data.image_dataset import read_image
-from reid_core.data.registry import build_dataset
-from reid_core.data.synthreid import SynthReIDInfo
-from reid_core.data.synthreid_presets import prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.data.transforms import build_transforms
-from reid_core.engine.evaluate import evaluate_distance, evaluate_reid
-from reid_core.engine.loaders import build_test_loader, build_train_loader
-from reid_core.engine.trainer import TrainConfig, Trainer, seed_everything
-from reid_core.ensemble_utils import (
-    ConcatEnsemble,
-    branch_feature_slices,
-    concat_features,
-    count_parameters,
-    ensemblenet_parameter_groups,
-    evaluate_query_subset,
-    local_part_only_pids,
-    part_feature_slices,
-    plot_branch_curve,
-    plot_part_activations,
-    plot_part_rank1,
-    slice_features,
+from reid_core.book import (
+    checkpoint_dir, paper_results_for, plot_history, resolve_device, show_images, write_result,
 )
-from reid_core.evaluation.distance import compute_distance_matrix
-from reid_core.models.baseline import BaselineNet
-from reid_core.models.ensemblenet import EnsembleNet, ensemble_loss, part_activation_maps
-from reid_core.paper_results import paper_results_for
-from reid_core.results import write_result
-from reid_core.viz import plot_history, show_images
+from reid_core.chapters.ensemblenet import (
+    branch_feature_slices, concat_features, ensemblenet_parameter_groups, evaluate_query_subset, local_part_only_pids,
+    part_feature_slices, plot_branch_curve, plot_part_activations, plot_part_rank1, slice_features,
+)
+from reid_core.data import build_dataset, build_transforms, prepare_synthreid, read_image, SynthReID, SynthReIDInfo
+from reid_core.engine import (
+    build_test_loader, build_train_loader, evaluate_distance, evaluate_reid, seed_everything, TrainConfig, Trainer,
+)
+from reid_core.evaluation import compute_distance_matrix
+from reid_core.models import (
+    BaselineNet, ConcatEnsemble, count_parameters, ensemble_loss, EnsembleNet, part_activation_maps,
+)
 
-dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+dev = resolve_device(device)
 seed_everything(seed)
 NOTEBOOK = "04_ensemblenet"
 print("device:", dev)
@@ -351,15 +341,10 @@ def train_config(run_seed):
     )
 
 
-def checkpoint_dir(run_name):
-    """Checkpoints only in the paper profile (long GPU runs that may need resuming)."""
-    return f"{results_dir}/../checkpoints/{NOTEBOOK}/{run_name}" if profile == "paper" else None
-
-
 def train(model, criterion, run_name, run_seed):
     """Train with the profile's recipe; returns the trained model, its history and seconds."""
     config = train_config(run_seed)
-    config.checkpoint_dir = checkpoint_dir(run_name)
+    config.checkpoint_dir = checkpoint_dir(results_dir, NOTEBOOK, run_name, profile)  # paper profile only
     trainer = Trainer(model, criterion, train_loader, config, device=dev)
     start = time.perf_counter()
     history = trainer.fit()

@@ -39,10 +39,15 @@
 # 6. plot the cost of an epoch against the number of identities;
 # 7. set our numbers beside the paper's.
 #
-# Library used: `reid_core.samplers` (`GraphSampler`, `build_class_distance`,
-# `RandomIdentitySampler`), `reid_core.models.qaconv` (`QAConvNet`, `QAConv`),
-# `reid_core.losses.qaconv_losses`, `reid_core.engine` (trainer, evaluation), and the chapter's
-# glue in `reid_core.graph_sampling_utils`.
+# Where the ideas live in the library:
+# - the Graph Sampler: `reid_core/samplers/graph_sampler.py`, its class distances
+#   `reid_core/samplers/class_distance.py`, and the per-epoch rebuild
+#   `reid_core/samplers/graph_epoch.py`;
+# - the QAConv matcher: `reid_core/models/qaconv.py`; its losses
+#   `reid_core/losses/qaconv_losses.py` and training criterion `reid_core/losses/qaconv_criterion.py`.
+#
+# The chapter's own experiment (learning curves, batch hardness, epoch time) and figures are in
+# `reid_core/chapters/graph_sampling/`.
 
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
@@ -80,7 +85,7 @@ test_datasets = None  # paper profile: datasets to test on (None: market1501, ms
 #   **not the paper's exactly**.
 
 # %%
-from reid_core.profiles import select_profile
+from reid_core.book import select_profile
 
 PROFILES = {
     "smoke": dict(
@@ -117,7 +122,7 @@ cfg
 # %% [markdown]
 # Imports and the device. The chapter's glue (the criterion, the graph-rebuilding callback,
 # learning curves, batch hardness, epoch-time arithmetic and the figures) lives in
-# `reid_core.graph_sampling_utils`.
+# `reid_core.chapters.graph_sampling`.
 
 # %%
 import copy
@@ -128,41 +133,21 @@ import torch
 from IPython.display import Markdown, display
 from scipy.special import comb
 
-from reid_core.data.registry import build_dataset
-from reid_core.data.synthreid import SynthReIDInfo
-from reid_core.data.synthreid_presets import prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.data.transforms import build_transforms
-from reid_core.engine.loaders import build_test_loader, build_train_loader
-from reid_core.engine.schedules import AdaptiveLossStep
-from reid_core.engine.trainer import TrainConfig, Trainer, seed_everything
-from reid_core.graph_sampling_utils import (
-    FreezeBackboneBN,
-    GraphSamplingCallback,
-    LearningCurve,
-    QAConvCriterion,
-    batch_hardness,
-    epoch_seconds,
-    evaluate_qaconv,
-    family_index,
-    fit_graph_cost,
-    measure_graph_seconds,
-    plot_batch_log,
-    plot_epoch_time,
-    plot_learning_curves,
-    plot_pk_vs_gs_batches,
-    preloaded_image_lookup,
-    qaconv_param_groups,
-    time_to_reach,
+from reid_core.book import checkpoint_dir, paper_results_for, resolve_device, write_result
+from reid_core.chapters.graph_sampling import (
+    batch_hardness, epoch_seconds, evaluate_qaconv, family_index, fit_graph_cost, LearningCurve,
+    measure_graph_seconds, plot_batch_log, plot_epoch_time, plot_learning_curves, plot_pk_vs_gs_batches,
+    qaconv_param_groups, time_to_reach,
 )
-from reid_core.models.qaconv import QAConvNet
-from reid_core.paper_results import paper_results_for
-from reid_core.results import write_result
-from reid_core.samplers.graph_sampler import GraphSampler
-from reid_core.samplers.random_identity import RandomIdentitySampler
+from reid_core.data import build_dataset, build_transforms, prepare_synthreid, SynthReID, SynthReIDInfo
+from reid_core.engine import (
+    AdaptiveLossStep, build_test_loader, build_train_loader, FreezeBackboneBN, seed_everything, TrainConfig, Trainer,
+)
+from reid_core.losses import QAConvCriterion
+from reid_core.models import QAConvNet
+from reid_core.samplers import GraphSampler, GraphSamplingCallback, preloaded_image_lookup, RandomIdentitySampler
 
-dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                   else ("cpu" if device == "auto" else device))
+dev = resolve_device(device)
 seed_everything(seed)
 NOTEBOOK = "05_graph_sampling"
 print("device:", dev)
@@ -319,7 +304,7 @@ optim_kwargs = dict(optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["
                     nesterov=cfg["nesterov"], scheduler="constant", warmup_epochs=0, amp=cfg["amp"],
                     grad_clip=cfg["grad_clip"],
                     max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile != "smoke")
-checkpoints = f"{results_dir}/../checkpoints/{NOTEBOOK}/{dataset}" if profile == "paper" else None
+checkpoints = checkpoint_dir(results_dir, NOTEBOOK, dataset, profile)
 seed_everything(seed)
 model = QAConvNet(**net_kwargs)
 matcher = model.make_matcher()

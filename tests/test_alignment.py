@@ -18,6 +18,7 @@ from reid_core.alignment import (
     aligned_path,
     paired_aligned_distance,
     pairwise_aligned_distance,
+    shortest_path_table,
     stripe_distance_matrix,
 )
 
@@ -260,3 +261,22 @@ def test_nearly_identical_stripes_stay_finite_and_exact() -> None:
     expected = aligned_distance(x.double(), y.double())
     assert torch.isfinite(dist).all()
     torch.testing.assert_close(dist.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_readable_recurrence_worked_by_hand() -> None:
+    cost = torch.tensor([[1.0, 5.0, 1.0], [1.0, 1.0, 9.0], [4.0, 1.0, 1.0]])
+    # S_00 = 1; first row 1, 6, 7; first column 1, 2, 6; S_11 = 1 + min(6, 2) = 3,
+    # S_12 = 9 + min(7, 3) = 12, S_21 = 1 + min(3, 6) = 4, S_22 = 1 + min(12, 4) = 5.
+    expected = torch.tensor([[1.0, 6.0, 7.0], [2.0, 3.0, 12.0], [6.0, 4.0, 5.0]])
+    torch.testing.assert_close(shortest_path_table(cost), expected)
+
+
+@pytest.mark.parametrize(("sx", "sy"), [(8, 8), (6, 4), (3, 7), (1, 5)])
+def test_readable_recurrence_equals_the_batched_distance(sx: int, sy: int) -> None:
+    x, y = _features(3, sx, seed=11), _features(4, sy, seed=12)
+    fast = aligned_distance(x, y)  # (3, 4)
+    for i in range(3):
+        for j in range(4):
+            table = shortest_path_table(stripe_distance_matrix(x[i], y[j]))  # (S_x, S_y)
+            assert math.isclose(float(table[-1, -1]), float(fast[i, j]), rel_tol=1e-9, abs_tol=1e-12)
+            assert math.isclose(float(aligned_path(x[i], y[j]).distance), float(fast[i, j]), rel_tol=1e-9)

@@ -1,7 +1,7 @@
 """Dataset readers on tiny folders built in each dataset's real layout.
 
 Every expectation below is worked out by hand from the file names written here and the
-protocol (papers.md §5, §6): camid = camera - 1, junk (-1) dropped, distractors (0) kept,
+protocol (the book page ``book/datasets.md``): camid = camera - 1, junk (-1) dropped, distractors (0) kept,
 training pids relabelled 0..C-1 in increasing order of the original pid.
 """
 
@@ -21,7 +21,7 @@ from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.market1501 import Market1501
 from reid_core.data.msmt17 import MSMT17
 from reid_core.data.registry import DATASETS, build_dataset
-from reid_core.data.synthreid_reader import SynthReID
+from reid_core.data.synthreid.reader import SynthReID
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (8, 4)) -> np.ndarray:

@@ -14,7 +14,7 @@ from reid_core.evaluation.distance import (
     compute_distance_matrix, gallery_matmul, make_distance_fn, matmul_uses_onednn, pairwise_distance, set_cpu_matmul,
 )
 from reid_core.evaluation.rank import evaluate_features, evaluate_rank_detailed
-from reid_core.evaluation.rerank_features import FeatureDistances
+from reid_core.evaluation.rerank.from_features import FeatureDistances
 
 BACKENDS = ["blas", pytest.param("onednn", marks=pytest.mark.skipif(
     not distance._onednn_usable(), reason="torch has no usable oneDNN linear kernel here"))]

@@ -220,7 +220,7 @@ def test_extract_features_flip_average():
 
 
 def test_eval_mode_restores_each_submodule():
-    from reid_core.engine.modes import eval_mode
+    from reid_core.modes import eval_mode
 
     net = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3))
     net.train()

@@ -65,7 +65,7 @@ def reference_logits(
                     v = c
                 elif head.easy_margin:
                     v = math.cos(t + head.m) if c > 0 else c
-                else:  # papers.md 4.6: cos(theta + m) while theta + m < pi, then cos - m sin(pi - m)
+                else:  # ArcFace (Deng et al. 2019): cos(theta + m) while theta + m < pi, then cos - m sin(pi - m)
                     v = math.cos(t + head.m) if t + head.m < math.pi else c - head.m * math.sin(math.pi - head.m)
                 row.append(head.s * v)
             elif isinstance(head, SphereFace):

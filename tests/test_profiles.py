@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reid_core.profiles import select_profile
+from reid_core.book.profiles import select_profile
 
 PROFILES = {"smoke": {"epochs": 1, "lr": 1e-3}, "synth": {"epochs": 8, "lr": 2e-3}}
 

@@ -1,4 +1,4 @@
-"""The public names DESIGN.md promises exist where it says, with the documented call shapes."""
+"""The public names the README and the book promise exist where they say, with the documented call shapes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """evaluate_rank (CMC + mAP, Market-1501 rule and CUHK03 single-gallery-shot) against
-brute-force per-query loops written from the protocol (papers.md §5.1, §5.2)."""
+brute-force per-query loops written from the protocol (Zheng et al. 2015, Zhong et al. 2017; the book page ``book/datasets.md``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Tests for k-reciprocal re-ranking (Zhong et al., CVPR 2017).
 
-The reference below is written from the paper's steps (papers.md 5.3) with the common
+The reference below is written from the paper's steps (Zhong et al. 2017, ``zhong2017reranking``) with the common
 python implementation's conventions, one image at a time with dense matrices and plain
 Python sets, and the Jaccard distance in the paper's form 1 - sum(min) / sum(max).
 """
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from reid_core.evaluation.distance import pairwise_distance
-from reid_core.evaluation.rerank import RerankedTopK, re_ranking, re_ranking_from_features
-from reid_core.evaluation.rerank_features import FeatureDistances, feature_neighbors
-from reid_core.evaluation.rerank_neighbors import smallest_k_stable
-from reid_core.evaluation.rerank_sparse import k_reciprocal_expansion
+from reid_core.evaluation.rerank.k_reciprocal import RerankedTopK, re_ranking, re_ranking_from_features
+from reid_core.evaluation.rerank.from_features import FeatureDistances, feature_neighbors
+from reid_core.evaluation.rerank.neighbors import smallest_k_stable
+from reid_core.evaluation.rerank.sparse import k_reciprocal_expansion
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

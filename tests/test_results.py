@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from reid_core.paper_results import PAPER_RESULTS, paper_results_for
-from reid_core.results import RESULT_FIELDS, load_results, metrics_from_cmc, render_results_page, write_result
+from reid_core.book.paper_results import PAPER_RESULTS, paper_results_for
+from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
+from reid_core.engine.evaluate import metrics_from_cmc
 
 
 def test_write_and_load_roundtrip(tmp_path):

@@ -1,4 +1,4 @@
-"""reid_core.retrieval: faiss top-k search against torch brute force, approximate indexes'
+"""reid_core.evaluation.retrieval: faiss top-k search against torch brute force, approximate indexes'
 recall, and top-k evaluation against evaluate_rank."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from reid_core.evaluation.distance import pairwise_distance
 from reid_core.evaluation.rank import evaluate_rank
-from reid_core.retrieval import build_index, evaluate_topk, recall_at_k, search
+from reid_core.evaluation.retrieval import build_index, evaluate_topk, recall_at_k, search
 
 pytest.importorskip("faiss")
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid_core.data.synthreid import SPLIT_DIRS, SynthReIDInfo, ensure_synthreid, render_synthreid
-from reid_core.data.synthreid_config import SynthReIDConfig
-from reid_core.data.synthreid_identities import ATTRIBUTE_GROUPS, GLOBAL_GROUPS, LOCAL_GROUPS, SHARED_FIELDS
-from reid_core.data.synthreid_plan import plan_synthreid
-from reid_core.data.synthreid_render import render_image
+from reid_core.data.synthreid.world import SPLIT_DIRS, SynthReIDInfo, ensure_synthreid, render_synthreid
+from reid_core.data.synthreid.config import SynthReIDConfig
+from reid_core.data.synthreid.identities import ATTRIBUTE_GROUPS, GLOBAL_GROUPS, LOCAL_GROUPS, SHARED_FIELDS
+from reid_core.data.synthreid.plan import plan_synthreid
+from reid_core.data.synthreid.render import render_image
 
 NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
-PARSE = re.compile(r"([-\d]+)_c(\d)")  # the readers' regex (papers.md §6.1)
+PARSE = re.compile(r"([-\d]+)_c(\d)")  # the readers' regex (the book page ``book/datasets.md``)
 SMALL = dict(num_ids=12, num_cameras=4, images_per_id=5, seed=3, workers=1, progress=False)
 
 

@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # reid_core, also when run without installing it
 
-from reid_core.results import load_results, render_results_page  # noqa: E402
+from reid_core.book.results import load_results, render_results_page  # noqa: E402
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib")
 

@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from reid_core.data.synthreid_presets import PROFILE_PRESETS, prepare_synthreid
+from reid_core.data.synthreid.presets import PROFILE_PRESETS, prepare_synthreid
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,21 +3,88 @@
 Chapters: every notebook; ``book/datasets.md`` documents the layouts and the protocol.
 """
 
-from reid_core.data.base import DatasetLayoutError, ReIDDataset
-from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images
+from reid_core.data.base import (
+    DatasetLayoutError,
+    IMAGE_EXTENSIONS,
+    Item,
+    MARKET_NAME_PATTERN,
+    ReIDDataset,
+    drop_junk,
+    find_dataset_dir,
+    list_images,
+    parse_market_folder,
+    relabel,
+)
+from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
 from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.image_dataset import ImageDataset, ImageLoadError, read_image
-from reid_core.data.market1501 import Market1501, MarketLayoutDataset
-from reid_core.data.msmt17 import MSMT17
+from reid_core.data.market1501 import MARKET_SUBFOLDERS, Market1501, MarketLayoutDataset, read_market_layout
+from reid_core.data.msmt17 import MSMT17, read_msmt17_list
 from reid_core.data.registry import DATASETS, build_dataset
-from reid_core.data.synthreid import SynthReIDConfig, SynthReIDInfo, ensure_synthreid, render_synthreid
-from reid_core.data.synthreid_presets import SYNTHREID_PRESETS, prepare_synthreid
-from reid_core.data.synthreid_reader import SynthReID
-from reid_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomErasing, build_transforms, denormalize
+from reid_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomErasing,
+    ReIDTransform,
+    build_transforms,
+    denormalize,
+)
+from reid_core.data.digits import DigitsSplit, load_digits_split
+from reid_core.data.synthreid import (
+    PROFILE_PRESETS,
+    RENDERER_VERSION,
+    SYNTHREID_PRESETS,
+    SynthReID,
+    SynthReIDConfig,
+    SynthReIDInfo,
+    ensure_synthreid,
+    prepare_synthreid,
+    preset_root,
+    render_synthreid,
+)
 
 __all__ = [
-    "CUHK03", "DATASETS", "DatasetLayoutError", "DukeMTMCreID", "IMAGENET_MEAN", "IMAGENET_STD", "ImageDataset",
-    "ImageLoadError", "MSMT17", "Market1501", "MarketLayoutDataset", "RandomErasing", "ReIDDataset", "SYNTHREID_PRESETS",
-    "SynthReID", "SynthReIDConfig", "SynthReIDInfo", "build_dataset", "build_transforms", "denormalize",
-    "ensure_synthreid", "extract_cuhk03_images", "prepare_synthreid", "read_image", "render_synthreid",
+    "CUHK03",
+    "DATASETS",
+    "DatasetLayoutError",
+    "DigitsSplit",
+    "DukeMTMCreID",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "ImageDataset",
+    "ImageLoadError",
+    "Item",
+    "MARKET_NAME_PATTERN",
+    "MARKET_SUBFOLDERS",
+    "MSMT17",
+    "Market1501",
+    "MarketLayoutDataset",
+    "PROFILE_PRESETS",
+    "RENDERER_VERSION",
+    "RandomErasing",
+    "ReIDDataset",
+    "ReIDTransform",
+    "SYNTHREID_PRESETS",
+    "SynthReID",
+    "SynthReIDConfig",
+    "SynthReIDInfo",
+    "build_dataset",
+    "build_transforms",
+    "denormalize",
+    "drop_junk",
+    "ensure_synthreid",
+    "extract_cuhk03_images",
+    "find_dataset_dir",
+    "list_images",
+    "load_digits_split",
+    "parse_market_folder",
+    "prepare_synthreid",
+    "preset_root",
+    "read_cuhk03_split",
+    "read_image",
+    "read_market_layout",
+    "read_msmt17_list",
+    "relabel",
+    "render_synthreid",
 ]

@@ -1,7 +1,7 @@
 """The common base of every re-ID dataset reader: three lists of ``(path, pid, camid)``.
 
 A reader turns a dataset folder into ``train``, ``query`` and ``gallery`` lists, following
-the standard protocol (papers.md §5.1, §6): camera ids are 0-based, training pids are
+the standard protocol (the book page ``book/datasets.md``): camera ids are 0-based, training pids are
 relabelled to ``0..C-1`` (sorted by the original pid, so the mapping does not depend on the
 order files are listed in), query and gallery pids stay as in the files, junk boxes (pid -1)
 are dropped and distractors (pid 0 in Market-1501 / DukeMTMC-reID) stay in the gallery.
@@ -38,7 +38,7 @@ and reported, never parsed."""
 
 MARKET_NAME_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")
 """Market-1501 style file names, ``0002_c1s1_000451_03.jpg``: group 1 the pid (-1 junk,
-0 distractor), group 2 the 1-based camera (papers.md §6.1)."""
+0 distractor), group 2 the 1-based camera (the book page ``book/datasets.md``)."""
 
 
 class DatasetLayoutError(ValueError):
@@ -146,7 +146,7 @@ def parse_market_folder(folder: Path, layout: str, num_cameras: int | None) -> t
 
 
 def drop_junk(items: Iterable[Item]) -> list[Item]:
-    """Drop junk boxes (pid -1), as the standard protocol does (papers.md §5.1)."""
+    """Drop junk boxes (pid -1), as the standard protocol does (Zheng et al. 2015; the book page ``book/datasets.md``)."""
     return [item for item in items if item[1] != -1]
 
 

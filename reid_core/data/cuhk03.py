@@ -1,6 +1,6 @@
 """CUHK03 (Li et al. CVPR 2014) under the 767/700 protocol of Zhong et al. (CVPR 2017).
 
-The new protocol (papers.md §5.2) trains on 767 ids and tests on 700; each test id gives one
+The new protocol (Zhong et al. 2017) trains on 767 ids and tests on 700; each test id gives one
 query image per camera, the rest is the gallery, and evaluation follows the Market-1501 rule.
 
 ==========  =======  =====  =======

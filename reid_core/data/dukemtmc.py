@@ -1,6 +1,6 @@
 """DukeMTMC-reID (Ristani et al. ECCVW 2016; Zheng et al. ICCV 2017), in Market-1501 layout.
 
-Layout (papers.md §6.2)::
+Layout (the book page ``book/datasets.md``)::
 
     DukeMTMC-reID/
         bounding_box_train/  16,522 images, 702 ids

@@ -1,6 +1,6 @@
 """Market-1501 (Zheng et al. ICCV 2015), and the folder layout many re-ID datasets share.
 
-Layout (papers.md §6.1)::
+Layout (the book page ``book/datasets.md``)::
 
     Market-1501-v15.09.15/
         bounding_box_train/  12,936 images, 751 ids

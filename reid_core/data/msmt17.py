@@ -1,6 +1,6 @@
 """MSMT17 (Wei et al. CVPR 2018), versions V1 and V2, read from its list files.
 
-Layout (papers.md §6.4)::
+Layout (the book page ``book/datasets.md``)::
 
     MSMT17_V1/                         MSMT17_V2/ (faces masked)
         train/  test/                      mask_train_v2/  mask_test_v2/

@@ -14,7 +14,7 @@ from reid_core.data.cuhk03 import CUHK03
 from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.market1501 import Market1501
 from reid_core.data.msmt17 import MSMT17
-from reid_core.data.synthreid_reader import SynthReID
+from reid_core.data.synthreid.reader import SynthReID
 
 __all__ = ["DATASETS", "build_dataset"]
 

@@ -1,1 +1,37 @@
-"""reid_core.engine (public names are wired here at integration)."""
+"""Training and inference, paper-agnostic: the trainer (tqdm, AMP, checkpoints, callbacks), learning-rate
+schedules, data loaders, feature extraction and evaluation of a model on a query/gallery split.
+
+Chapters: every notebook trains and evaluates through it.
+"""
+
+from reid_core.engine.callbacks import FreezeBackboneBN
+from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from reid_core.engine.evaluate import EvalResult, evaluate_distance, evaluate_reid, metrics_from_cmc
+from reid_core.engine.features import Features, extract_features
+from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
+from reid_core.engine.schedules import AdaptiveLossStep, SCHEDULES, build_lr_schedule
+from reid_core.engine.trainer import Callback, TrainConfig, Trainer, default_device, seed_everything
+
+__all__ = [
+    "AdaptiveLossStep",
+    "Callback",
+    "CheckpointError",
+    "EvalResult",
+    "Features",
+    "FreezeBackboneBN",
+    "SCHEDULES",
+    "TrainConfig",
+    "Trainer",
+    "build_lr_schedule",
+    "build_test_loader",
+    "build_train_loader",
+    "default_device",
+    "default_workers",
+    "evaluate_distance",
+    "evaluate_reid",
+    "extract_features",
+    "load_checkpoint",
+    "metrics_from_cmc",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -11,9 +11,15 @@ from torch import Tensor, nn
 
 from reid_core.engine.features import Features, extract_features
 from reid_core.evaluation.distance import compute_distance_matrix
-from reid_core.results import metrics_from_cmc
 
-__all__ = ["EvalResult", "evaluate_reid", "evaluate_distance"]
+__all__ = ["EvalResult", "evaluate_reid", "evaluate_distance", "metrics_from_cmc"]
+
+
+def metrics_from_cmc(cmc: Any, mAP: float) -> dict[str, float]:
+    """Rank-1/5/10 and mAP as percentages from an ``evaluate_rank`` result."""
+    def at(k: int) -> float:
+        return float(cmc[k - 1]) * 100 if len(cmc) >= k else float("nan")
+    return {"rank1": at(1), "rank5": at(5), "rank10": at(10), "mAP": float(mAP) * 100}
 
 
 @dataclass
@@ -55,7 +61,7 @@ def evaluate_distance(
 
     distmat = torch.as_tensor(distmat)
     if rerank:
-        from reid_core.evaluation.rerank import re_ranking
+        from reid_core.evaluation.rerank.k_reciprocal import re_ranking
 
         if q_q_dist is None or g_g_dist is None:
             raise ValueError("rerank=True needs q_q_dist and g_g_dist")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from reid_core.engine.modes import eval_mode
+from reid_core.modes import eval_mode
 
 __all__ = ["Features", "extract_features"]
 

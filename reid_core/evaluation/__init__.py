@@ -5,13 +5,56 @@ Chapters: 01 (the protocol, worked by hand), 03 (re-ranking), ``book/evaluation_
 """
 
 from reid_core.evaluation.distance import (
-    available_memory_bytes, check_memory, compute_distance_matrix, make_distance_fn, pairwise_distance, set_cpu_matmul,
+    METRICS,
+    available_memory_bytes,
+    check_memory,
+    compute_distance_matrix,
+    gallery_matmul,
+    make_distance_fn,
+    matmul_uses_onednn,
+    pairwise_distance,
+    set_cpu_matmul,
 )
-from reid_core.evaluation.rank import RankResult, evaluate_features, evaluate_rank, evaluate_rank_detailed
-from reid_core.evaluation.rerank import RerankedTopK, re_ranking, re_ranking_from_features
+from reid_core.evaluation.rank import (
+    DistanceSource,
+    RankResult,
+    evaluate_features,
+    evaluate_rank,
+    evaluate_rank_detailed,
+)
+from reid_core.evaluation.retrieval import GalleryIndex, INDEX_KINDS, build_index, evaluate_topk, recall_at_k, search
+from reid_core.evaluation.rerank import (
+    MemoryEstimate,
+    RerankedTopK,
+    re_ranking,
+    re_ranking_from_features,
+    rerank_memory_estimate,
+)
 
 __all__ = [
-    "RankResult", "RerankedTopK", "available_memory_bytes", "check_memory", "compute_distance_matrix",
-    "evaluate_features", "evaluate_rank", "evaluate_rank_detailed", "make_distance_fn", "pairwise_distance",
-    "re_ranking", "re_ranking_from_features", "set_cpu_matmul",
+    "DistanceSource",
+    "GalleryIndex",
+    "INDEX_KINDS",
+    "METRICS",
+    "MemoryEstimate",
+    "RankResult",
+    "RerankedTopK",
+    "available_memory_bytes",
+    "build_index",
+    "check_memory",
+    "compute_distance_matrix",
+    "evaluate_features",
+    "evaluate_rank",
+    "evaluate_rank_detailed",
+    "evaluate_topk",
+    "gallery_matmul",
+    "make_distance_fn",
+    "matmul_uses_onednn",
+    "pairwise_distance",
+    "re_ranking",
+    "re_ranking_from_features",
+    "recall_at_k",
+    "rerank_memory_estimate",
+    "search",
+    "set_cpu_matmul",
 ]

@@ -15,8 +15,8 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 __all__ = [
     "pairwise_distance",
@@ -101,7 +101,7 @@ def compute_distance_matrix(
         what=f"compute_distance_matrix: a {qf.shape[0]} x {gf.shape[0]} float32 matrix",
         advice="evaluate ranks without the full matrix with "
         "reid_core.evaluation.rank.evaluate_features(qf, gf, ..., chunk_size=...), or search a "
-        "top-k with reid_core.retrieval",
+        "top-k with reid_core.evaluation.retrieval",
     )
     out = torch.empty(qf.shape[0], gf.shape[0], dtype=torch.float32, device=qf.device)
     gf = gf.to(qf.device)

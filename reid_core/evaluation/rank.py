@@ -2,7 +2,7 @@ r"""CMC and mAP under the Market-1501 rule, vectorised in torch, chunked over qu
 
 For a query :math:`q` the **filtered ranked list** is the gallery sorted by distance, with
 every gallery image of the query's identity seen by the query's camera removed, and every
-junk image (pid ``-1``) removed; distractors (pid ``0``) stay, as negatives (papers.md §5.1).
+junk image (pid ``-1``) removed; distractors (pid ``0``) stay, as negatives (Zheng et al. 2015; the book page ``book/datasets.md``).
 With :math:`n_q` true matches left and the :math:`i`-th of them at (1-based) rank
 :math:`r_{q,i}` of the filtered list,
 
@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from reid_core.arrays import ArrayLike
 from reid_core.evaluation.distance import Metric, available_memory_bytes, check_memory, make_distance_fn
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "DistanceSource",
 ]
 
-ArrayLike = Union[np.ndarray, Tensor]
 DistanceSource = Union[np.ndarray, Tensor, Callable[[int, int], ArrayLike]]
 
 # Working bytes per (query, gallery) element of one chunk: the "closer than the last match"
@@ -236,7 +236,7 @@ def evaluate_rank_detailed(
     """:func:`evaluate_rank` with the per-query figures (AP, first-match rank, validity).
 
     **CUHK03 single-gallery-shot rule** (``cuhk03_single_gallery_shot=True``; Li et al.
-    CVPR'14, as in open-reid / torchreid, papers.md §5.2): only gallery images from *another*
+    CVPR'14, as in open-reid / torchreid, Zhong et al. 2017): only gallery images from *another*
     camera than the query's count (junk ``-1`` dropped); in each of ``num_repeats`` repeats one
     gallery image is drawn uniformly at random per gallery identity (every distinct pid,
     distractor pid 0 included, is one identity), and the query is ranked against that sampled

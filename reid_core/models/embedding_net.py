@@ -3,7 +3,7 @@ r"""A ResNet embedding network with no classifier: the model every loss of chapt
 Metric-learning losses differ in what they put *after* the embedding (nothing for
 contrastive and triplet losses, a class-weight head for the softmax family), so the network
 stops at the embedding and the head lives in the criterion
-(:class:`reid_core.metric_criterion.MetricCriterion`). This keeps the comparison fair: one
+(:class:`reid_core.losses.metric_criterion.MetricCriterion`). This keeps the comparison fair: one
 backbone, one embedding, only the loss changes.
 
 .. math::

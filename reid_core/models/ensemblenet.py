@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput
-from reid_core.engine.modes import eval_mode
+from reid_core.modes import eval_mode
 
 __all__ = [
     "EnsembleNet",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 
+__all__ = ["ReIDOutput"]
+
 @dataclass
 class ReIDOutput:
     """What a re-ID model computes for a batch of B images.

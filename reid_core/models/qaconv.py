@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput
-from reid_core.engine.modes import eval_mode
+from reid_core.modes import eval_mode
 
 __all__ = ["QAConv", "QAConvNet", "feature_map_size"]
 

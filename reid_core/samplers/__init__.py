@@ -4,8 +4,18 @@
 (each class with its nearest classes; chapter 05, Liao & Shao 2022).
 """
 
-from reid_core.samplers.class_distance import build_class_distance, pick_class_representatives
-from reid_core.samplers.graph_sampler import GraphSampler, nearest_classes
 from reid_core.samplers.random_identity import RandomIdentitySampler
+from reid_core.samplers.graph_sampler import GraphSampler, nearest_classes
+from reid_core.samplers.class_distance import build_class_distance, load_rgb, pick_class_representatives
+from reid_core.samplers.graph_epoch import GraphSamplingCallback, preloaded_image_lookup
 
-__all__ = ["GraphSampler", "RandomIdentitySampler", "build_class_distance", "nearest_classes", "pick_class_representatives"]
+__all__ = [
+    "GraphSampler",
+    "GraphSamplingCallback",
+    "RandomIdentitySampler",
+    "build_class_distance",
+    "load_rgb",
+    "nearest_classes",
+    "pick_class_representatives",
+    "preloaded_image_lookup",
+]

@@ -15,8 +15,8 @@ Cost: C forward passes plus C^2 matchings, done in blocks. Chapter:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from reid_core.engine.modes import eval_mode
 from reid_core.evaluation.distance import compute_distance_matrix
+from reid_core.modes import eval_mode
 
 __all__ = ["build_class_distance", "pick_class_representatives", "load_rgb"]
 

@@ -41,6 +41,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from reid_core.arrays import as_pid_array
+
 __all__ = ["GraphSampler", "nearest_classes"]
 
 
@@ -121,7 +123,7 @@ class GraphSampler(Sampler[int]):
         num_instances: int = 2,
         seed: int | None = None,
     ) -> None:
-        pid_array = _as_pid_array(pids)
+        pid_array = as_pid_array(pids)
         if num_instances < 1:
             raise ValueError(f"num_instances must be >= 1, got {num_instances}")
         if batch_size < 1 or batch_size % num_instances != 0:
@@ -332,15 +334,3 @@ class GraphSampler(Sampler[int]):
             self._order[dst + within] = fresh[src + within]
         self._pointer = end % self._count
         return images
-
-
-def _as_pid_array(pids: Sequence[int] | np.ndarray | Tensor) -> np.ndarray:
-    """Validate ``pids`` and return it as a 1-D int64 numpy array."""
-    if isinstance(pids, Tensor):
-        pids = pids.detach().cpu().numpy()
-    array = np.asarray(pids)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"pids must be a non-empty 1-D sequence of ints, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"pids must hold integers, got dtype {array.dtype}")
-    return array.astype(np.int64)

@@ -32,19 +32,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from reid_core.arrays import as_pid_array
+
 __all__ = ["RandomIdentitySampler"]
-
-
-def _as_pid_array(pids: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
-    """``pids`` as a 1-D int64 array, with a clear error otherwise."""
-    if isinstance(pids, Tensor):
-        pids = pids.detach().cpu().numpy()
-    array = np.asarray(pids)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"pids must be a non-empty 1-D sequence (one pid per sample), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"pids must be integers, got dtype {array.dtype}")
-    return array.astype(np.int64)
 
 
 def max_num_batches(groups_per_id: np.ndarray, ids_per_batch: int) -> int:
@@ -91,7 +81,7 @@ class RandomIdentitySampler(Sampler[int]):
 
     def __init__(self, pids: Sequence[int] | Tensor | np.ndarray, batch_size: int, num_instances: int,
                  seed: int | None = None) -> None:
-        pid_array = _as_pid_array(pids)  # (N,)
+        pid_array = as_pid_array(pids)  # (N,)
         if num_instances < 1:
             raise ValueError(f"num_instances must be >= 1, got {num_instances}")
         if batch_size < num_instances or batch_size % num_instances != 0:

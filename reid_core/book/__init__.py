@@ -1,0 +1,33 @@
+"""What the book's notebooks share: run profiles, devices and paths, results JSON, the papers'
+numbers and their one table format, and the figures every chapter draws.
+
+Chapters: all (every notebook's set-up and results cells).
+"""
+
+from reid_core.book.figures import load_image, plot_cmc, plot_history, plot_ranked_lists, ranked_gallery, show_images
+from reid_core.book.paper_results import PAPER_RESULTS, PaperResult, paper_results_for
+from reid_core.book.profiles import select_profile
+from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
+from reid_core.book.runtime import checkpoint_dir, resolve_device
+from reid_core.book.tables import format_mean_std, paper_results_markdown
+
+__all__ = [
+    "PAPER_RESULTS",
+    "PaperResult",
+    "RESULT_FIELDS",
+    "checkpoint_dir",
+    "format_mean_std",
+    "load_image",
+    "load_results",
+    "paper_results_for",
+    "paper_results_markdown",
+    "plot_cmc",
+    "plot_history",
+    "plot_ranked_lists",
+    "ranked_gallery",
+    "render_results_page",
+    "resolve_device",
+    "select_profile",
+    "show_images",
+    "write_result",
+]
