@@ -13,7 +13,7 @@ PROFILE ?= synth
 FORCE ?=
 PYTEST_ARGS ?=
 
-.PHONY: all book notebooks data test unit-test venv browser clean-book clean
+.PHONY: all book notebooks data test unit-test lint format venv browser clean-book clean
 
 all: book
 
@@ -42,7 +42,16 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# ruff (configured in pyproject.toml): lint and format check; CI fails on a violation.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit-test: $(STAMP)

@@ -139,11 +139,13 @@ def bench_sampler(args: argparse.Namespace) -> None:
     ref_neighbors = reference_graph(dist_np, k)  # one run: it takes seconds
     t_ref_graph = time.perf_counter() - t0
     ref_epoch_times = []
+    ref_batches = None  # the first repeat's batches, compared with ours below
     for r in range(args.repeats):
         t0 = time.perf_counter()
         batches = reference_epoch(ref_neighbors, members, args.num_instances, args.seed + r)
         ref_epoch_times.append(time.perf_counter() - t0)
-        ref_batches = batches if r == 0 else ref_batches
+        if r == 0:
+            ref_batches = batches
     t_ref_epoch = float(np.median(ref_epoch_times))
 
     assert sampler.neighbors is not None

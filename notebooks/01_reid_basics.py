@@ -69,7 +69,7 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, paper_results_for, plot_cmc, plot_history, plot_ranked_lists, resolve_device, select_profile,
+    checkpoint_dir, paper_results_for, paper_results_markdown, plot_cmc, plot_history, plot_ranked_lists, resolve_device, select_profile,
     show_images, write_result,
 )
 from reid_core.data import build_dataset, prepare_synthreid, SynthReID
@@ -204,8 +204,10 @@ assert np.allclose(toy_cmc, [0, 0.5, 0.5, 1, 1]) and abs(toy_map - 0.4125) < 1e-
 # %%
 q_paths = [p for p, _, _ in data.query]
 g_paths = [p for p, _, _ in data.gallery]
-q_pids = np.array([pid for _, pid, _ in data.query]); q_cams = np.array([c for _, _, c in data.query])
-g_pids = np.array([pid for _, pid, _ in data.gallery]); g_cams = np.array([c for _, _, c in data.gallery])
+q_pids = np.array([pid for _, pid, _ in data.query])
+q_cams = np.array([c for _, _, c in data.query])
+g_pids = np.array([pid for _, pid, _ in data.gallery])
+g_cams = np.array([c for _, _, c in data.gallery])
 hq = torch.as_tensor(color_histogram_features(q_paths))
 hg = torch.as_tensor(color_histogram_features(g_paths))
 hist_dist = compute_distance_matrix(hq, hg, metric="euclidean")
@@ -301,8 +303,8 @@ plt.show()
 # %%
 rows = [f"| ours: colour histogram | {dataset_name} | {hist_metrics['rank1']:.1f} | {hist_metrics['mAP']:.1f} |",
         f"| ours: strong baseline ({cfg['backbone']}, {profile}) | {dataset_name} | {result.metrics['rank1']:.1f} | {result.metrics['mAP']:.1f} |"]
-rows += [f"| paper: {p.method} | {p.test} | {p.rank1} | {p.mAP} |" for p in paper_results_for("basics")]
 display(Markdown("| method | test set | R1 | mAP |\n| --- | --- | --- | --- |\n" + "\n".join(rows)))
+display(Markdown(paper_results_markdown(paper_results_for("basics"))))
 
 # %% [markdown]
 # ## What to try next

@@ -90,7 +90,7 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, format_mean_std, paper_results_for, resolve_device, select_profile, write_result,
+    checkpoint_dir, format_mean_std, paper_results_for, paper_results_markdown, resolve_device, select_profile, write_result,
 )
 from reid_core.chapters.metric_learning import (
     angular_statistics, embed, head_parameter_count, leave_one_out_retrieval, make_pk_loader, plot_digit_grid,
@@ -683,9 +683,8 @@ plt.show()
 # %%
 rows = [f"| ours: {LOSS_TITLES[loss]} ({cfg['backbone']}, {profile}) | {dataset_name} | {r.metrics['rank1']:.1f} "
         f"| {r.metrics['mAP']:.1f} |" for loss, r in reid_results.items()]
-rows += [f"| paper: {p.method} | {p.test} | {p.rank1 if p.rank1 is not None else '–'} | "
-         f"{p.mAP if p.mAP is not None else '–'} |" for p in paper_results_for("metric_learning")]
 display(Markdown("| method | test set | R1 | mAP |\n| --- | --- | --- | --- |\n" + "\n".join(rows)))
+display(Markdown(paper_results_markdown(paper_results_for("metric_learning"))))
 
 # %% [markdown]
 # ## 9. Where it is used

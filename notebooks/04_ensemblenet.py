@@ -119,7 +119,7 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, paper_results_for, plot_history, resolve_device, show_images, write_result,
+    checkpoint_dir, paper_results_for, paper_results_markdown, plot_history, resolve_device, show_images, write_result,
 )
 from reid_core.chapters.ensemblenet import (
     branch_feature_slices, concat_features, ensemblenet_parameter_groups, evaluate_query_subset, local_part_only_pids,
@@ -652,15 +652,12 @@ plt.show()
 # datasets anyway; what carries over is the comparison between methods.
 
 # %%
-paper_rows_md = ["| method | train -> test | R1 | mAP | source | note |", "|---|---|---|---|---|---|"]
-for p in paper_results_for("ensemblenet"):
-    r1 = "not found" if p.rank1 is None else f"{p.rank1:.1f}"
-    mp = "not found" if p.mAP is None else f"{p.mAP:.1f}"
-    paper_rows_md.append(f"| {p.method} | {p.train} -> {p.test} | {r1} | {mp} | {p.source} | {p.note} |")
-ours_md = [f"| ours: EnsembleNet B={b} ({profile}) | {dataset_name} | {run['result'].metrics['rank1']:.1f} | "
-           f"{run['result'].metrics['mAP']:.1f} | this notebook | {cfg['backbone']}, {cfg['epochs']} epochs |"
-           for b, run in ensemblenet_runs.items()]
-display(Markdown("\n".join(paper_rows_md + ours_md)))
+display(Markdown(paper_results_markdown(paper_results_for("ensemblenet"))))
+ours_md = ["| method | test set | R1 | mAP | recipe |", "|---|---|---|---|---|"]
+ours_md += [f"| ours: EnsembleNet B={b} ({profile}) | {dataset_name} | {run['result'].metrics['rank1']:.1f} | "
+            f"{run['result'].metrics['mAP']:.1f} | {cfg['backbone']}, {cfg['epochs']} epochs |"
+            for b, run in ensemblenet_runs.items()]
+display(Markdown("\n".join(ours_md)))
 
 # %% [markdown]
 # ## What longer runs showed

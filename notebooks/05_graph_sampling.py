@@ -133,7 +133,7 @@ import torch
 from IPython.display import Markdown, display
 from scipy.special import comb
 
-from reid_core.book import checkpoint_dir, paper_results_for, resolve_device, write_result
+from reid_core.book import checkpoint_dir, paper_results_for, paper_results_markdown, resolve_device, write_result
 from reid_core.chapters.graph_sampling import (
     batch_hardness, epoch_seconds, evaluate_qaconv, family_index, fit_graph_cost, LearningCurve,
     measure_graph_seconds, plot_batch_log, plot_epoch_time, plot_learning_curves, plot_pk_vs_gs_batches,
@@ -571,12 +571,11 @@ for (kind, test_name), res in results.items():
     rows.append(f"| ours: QAConv + {kind.upper()} ({cfg['backbone']}, {profile}) | {dataset_name} | {test_name} | "
                 f"{res.metrics['rank1']:.1f} | {res.metrics['mAP']:.1f} | "
                 f"{runs[kind]['curve'].train_seconds / 3600:.3f} |")
-rows += [f"| paper: {p.method} | {p.train} | {p.test} | {p.rank1} | {p.mAP} | |"
-         for p in paper_results_for("graph_sampling")]
 rows.append("| paper: training time before -> with GS (arXiv v4 abstract; baseline unconfirmed) | RandPerson | | | | "
             "25.4 -> 2.0 |")
 display(Markdown("| method | train | test | R1 | mAP | train h |\n| --- | --- | --- | --- | --- | --- |\n"
                  + "\n".join(rows)))
+display(Markdown(paper_results_markdown(paper_results_for("graph_sampling"))))
 
 # %% [markdown]
 # ## What to try next

@@ -15,13 +15,21 @@ __all__ = ["paper_results_markdown", "format_mean_std"]
 
 
 def paper_results_markdown(results: Sequence[PaperResult]) -> str:
-    """The papers' rows as a markdown table (R1 / mAP, '-' where not reported)."""
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.1f}"
+    """The papers' own figures as a markdown table, the one format every chapter uses.
 
-    lines = ["| source | method | train | test | RK | R1 | mAP |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.source} | {r.method} | {r.train} | {r.test} | {'yes' if r.reranked else 'no'} | "
-              f"{fmt(r.rank1)} | {fmt(r.mAP)} |" for r in results]
+    R1 and mAP are printed with one decimal; "–" marks a figure the source does not report
+    (or that could not be read, which the row's note says).
+    """
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}"
+
+    lines = ["| source | method | train | test | RK | R1 | mAP | note |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r.source} | {r.method} | {r.train} | {r.test} | {'yes' if r.reranked else 'no'} | "
+        f"{fmt(r.rank1)} | {fmt(r.mAP)} | {r.note} |"
+        for r in results
+    ]
     return "\n".join(lines)
 
 

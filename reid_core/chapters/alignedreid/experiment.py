@@ -91,12 +91,12 @@ def extract_global_local(
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=2.0):
             images = batch[0].to(device, non_blocking=True)  # (B, 3, H, W)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                g, l = _global_and_local(model(images))  # (B, C), (B, S, d)
+                g, loc = _global_and_local(model(images))  # (B, C), (B, S, d)
                 if flip:
-                    g_m, l_m = _global_and_local(model(torch.flip(images, dims=[3])))
-                    g, l = (g.float() + g_m.float()) / 2, (l.float() + l_m.float()) / 2
+                    g_m, loc_m = _global_and_local(model(torch.flip(images, dims=[3])))
+                    g, loc = (g.float() + g_m.float()) / 2, (loc.float() + loc_m.float()) / 2
             globals_.append(g.float().cpu())
-            locals_.append(l.float().cpu())
+            locals_.append(loc.float().cpu())
             pids.append(np.asarray(batch[1]))
             camids.append(np.asarray(batch[2]))
     if not globals_:
@@ -106,13 +106,13 @@ def extract_global_local(
 
 
 def _global_and_local(output: object) -> tuple[Tensor, Tensor]:
-    g, l = getattr(output, "feat", None), getattr(output, "local", None)
-    if not isinstance(g, Tensor) or not isinstance(l, Tensor) or l.dim() != 3:
+    g, loc = getattr(output, "feat", None), getattr(output, "local", None)
+    if not isinstance(g, Tensor) or not isinstance(loc, Tensor) or loc.dim() != 3:
         raise ValueError(
             "extract_global_local needs a model output with feat (B, C) and local (B, S, d), "
-            f"got feat={None if g is None else tuple(g.shape)}, local={None if l is None else tuple(l.shape)}"
+            f"got feat={None if g is None else tuple(g.shape)}, local={None if loc is None else tuple(loc.shape)}"
         )
-    return g, l
+    return g, loc
 
 
 @dataclass
