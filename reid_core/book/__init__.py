@@ -7,12 +7,18 @@ Chapters: all (every notebook's set-up and results cells).
 from reid_core.book.evidence import Claim, Interval, claims_markdown, mean_interval, paired_difference, verdict
 from reid_core.book.figures import load_image, plot_cmc, plot_history, plot_ranked_lists, ranked_gallery, show_images
 from reid_core.book.paper_results import PAPER_RESULTS, PaperResult, paper_results_for
+from reid_core.book.pretrained import (
+    PRETRAIN_RECIPES, PRETRAIN_SEEDS, TRAIN_FRACTION, PretrainedBackbone, PretrainRecipe, ensure_pretrained_backbone,
+    load_pretrained_backbone,
+)
 from reid_core.book.profiles import select_profile
 from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
 from reid_core.book.runtime import checkpoint_dir, resolve_device
 from reid_core.book.tables import format_mean_std, paper_results_markdown
 
 __all__ = [
+    "PRETRAIN_RECIPES", "PRETRAIN_SEEDS", "TRAIN_FRACTION", "PretrainedBackbone", "PretrainRecipe",
+    "ensure_pretrained_backbone", "load_pretrained_backbone",
     "Claim", "Interval", "claims_markdown", "mean_interval", "paired_difference", "verdict",
     "PAPER_RESULTS",
     "PaperResult",
