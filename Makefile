@@ -61,4 +61,4 @@ clean-book:
 	rm -rf book/_build book/executed book/generated
 
 clean: clean-book
-	rm -rf results data
+	rm -rf results data test-output

@@ -214,9 +214,9 @@ hist_dist = compute_distance_matrix(hq, hg, metric="euclidean")
 hist_cmc, hist_map = evaluate_rank(hist_dist, q_pids, g_pids, q_cams, g_cams)
 hist_metrics = metrics_from_cmc(hist_cmc, hist_map)
 print("colour histogram: R1 {rank1:.1f}  R5 {rank5:.1f}  mAP {mAP:.1f}".format(**hist_metrics))
-write_result(results_dir, "01_reid_basics", "color_histogram", method="colour histogram (hand-crafted)",
-             dataset=dataset_name, profile=profile, train_seconds=0.0, device="cpu",
-             params={"features": "color_histogram_features defaults"}, **hist_metrics)
+_ = write_result(results_dir, "01_reid_basics", "color_histogram", method="colour histogram (hand-crafted)",
+                 dataset=dataset_name, profile=profile, train_seconds=0.0, device="cpu",
+                 params={"features": "color_histogram_features defaults"}, **hist_metrics)  # `_ =`: the returned path stays off the page
 
 # %% [markdown]
 # ## 4. The strong baseline

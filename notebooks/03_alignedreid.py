@@ -73,7 +73,7 @@ overrides = {}  # change profile entries, e.g. {"epochs": 6, "mutual": False}
 #   pair), each for only two epochs (Adam, lr 1e-3, x0.1 after 1.5 epochs; the paper's schedule
 #   needs hundreds of epochs): enough to see large effects, not small ones.
 # * `paper` is the recipe of the paper as far as the sources give it, completed with the public
-#   re-production {cite}`zhang2017alignedreid`: ImageNet-pretrained
+#   re-production {cite}`huang2018alignedreidrepro`: ImageNet-pretrained
 #   ResNet-50 with the standard last stride 2, local features of 128 dimensions (1x1 conv, BN,
 #   ReLU), margins 0.3 for both triplet losses, the local triplet on the hard samples mined by
 #   the global distance, ID + global + local losses with weight 1, Adam with lr 2e-4 and weight
@@ -223,8 +223,8 @@ plt.show()
 # $(1,1)$ to the bottom-right cell $(S,S)$ of the matrix $[d_{i,j}]$ moving only right or down,
 # found by dynamic programming:
 #
-# $$ S_{1,1} = d_{1,1}, \quad S_{i,1} = S_{i-1,1} + d_{i,1}, \quad S_{1,j} = S_{1,j-1} + d_{1,j}, \quad
-#    S_{i,j} = \min(S_{i-1,j},\, S_{i,j-1}) + d_{i,j}, \qquad D_L = S_{S,S}. $$
+# $$ \begin{gathered} S_{1,1} = d_{1,1}, \quad S_{i,1} = S_{i-1,1} + d_{i,1}, \quad S_{1,j} = S_{1,j-1} + d_{1,j}, \\
+#    S_{i,j} = \min(S_{i-1,j},\, S_{i,j-1}) + d_{i,j}, \qquad D_L = S_{S,S}. \end{gathered} $$
 #
 # A right/down path visits exactly $2S-1$ cells and keeps the top-to-bottom order of the body:
 # stripe $i$ can match several neighbouring stripes of the other image (a step right), but the
@@ -309,10 +309,13 @@ for name, backbone, stride, (h_in, w_in), local_dim, num_ids in shape_checks:
 #   anchor $a$, its hardest positive $p^*_a = \arg\max_{p:\,y_p=y_a} D_G(a,p)$ and hardest negative
 #   $n^*_a = \arg\min_{n:\,y_n\ne y_a} D_G(a,n)$ under the euclidean distance $D_G$ of the global
 #   features, and
+#
 #   $$ L_G = \frac1{PK}\sum_a \big[m + D_G(a, p^*_a) - D_G(a, n^*_a)\big]_+, \qquad m = 0.3; $$
 # * **TriHard on the aligned local distance**, with the *same* hard samples, mined by the global
 #   distance (the paper's choice):
+#
 #   $$ L_L = \frac1{PK}\sum_a \big[m + D_L(a, p^*_a) - D_L(a, n^*_a)\big]_+ . $$
+#
 #   Mining with $D_G$ needs only $2PK$ local distances instead of $(PK)^2$, and ties the two
 #   branches to the same triplets. (`mining="local"` mines with $D_L$ instead.)
 #
@@ -364,10 +367,13 @@ with torch.no_grad():
 #
 # * **classification mutual loss** (Deep Mutual Learning {cite}`zhang2018dml`): with
 #   $p_k = \mathrm{softmax}(z_k)$ the class probabilities of net $k$,
+#
 #   $$ L^{(1)}_{C} = \frac1N\sum_{n} D_{KL}\big(\mathrm{ZG}(p_2^{(n)})\,\Vert\, p_1^{(n)}\big); $$
 # * **metric mutual loss** (AlignedReID): with $d^{(k)}_{ij}$ the batch distance matrix of net
 #   $k$'s global features,
+#
 #   $$ L^{(1)}_{M} = \frac{1}{N^2}\sum_{i,j}\big(\mathrm{ZG}(d^{(2)}_{ij}) - d^{(1)}_{ij}\big)^2, $$
+#
 #   and symmetrically $L^{(2)}_C, L^{(2)}_M$ for net 2. Net 1's total loss is
 #   $L_{ID} + L_G + L_L + L^{(1)}_C + L^{(1)}_M$.
 #
@@ -605,8 +611,9 @@ if len(pair_paths) == 4:
 # corners, which pulls its mean offset towards 0; and even a perfectly aligned pair gives a
 # staircase half a stripe above or below the diagonal, so single points scatter by about
 # $\pm 0.5$. What counts is the trend: in the misaligned world the offsets should follow the
-# boxes; in the aligned world every prediction is 0. The correlation is printed below the
-# cell; expect a slope well below 1 because of the corners.
+# boxes; in the aligned world every prediction is 0 (so there is no correlation to measure
+# there). The correlation is printed below the cell; expect a slope well below 1 because of the
+# corners.
 
 # %%
 offset_series = {}
@@ -624,9 +631,14 @@ for world, w in worlds.items():
     expected = np.array([expected_path_offset(shifts[q_names[a]][0], shifts[g_names[b]][0], stripes) for a, b in zip(qi, gi)])
     measured = mean_path_offsets(q_loc.features[qi], g_loc.features[gi]).numpy()
     offset_series[world] = (expected, measured)
-    corr = np.corrcoef(expected, measured)[0, 1] if expected.std() > 0 and measured.std() > 0 else float("nan")
+    if expected.std() == 0:  # the aligned world: nothing to correlate with
+        corr_text = f"all predicted offsets are {expected[0] + 0.0:g}, so the correlation is undefined"
+    elif measured.std() == 0:
+        corr_text = f"all measured offsets are {measured[0] + 0.0:g}, so the correlation is undefined"
+    else:
+        corr_text = f"correlation {np.corrcoef(expected, measured)[0, 1]:.2f}"
     print(f"{world}: {len(qi)} pairs, predicted offsets {expected.min():+.2f} to {expected.max():+.2f} stripes, "
-          f"measured {measured.min():+.2f} to {measured.max():+.2f}, correlation {corr:.2f}")
+          f"measured {measured.min():+.2f} to {measured.max():+.2f}, {corr_text}")
 if offset_series:
     plot_path_offsets(offset_series, stripes=stripes)
     plt.show()

@@ -3,7 +3,11 @@
 Each ``notebooks/NN_name.py`` (jupytext percent format) is converted to ``.ipynb``, executed
 with papermill with the parameters ``profile``, ``data_root`` and ``results_dir`` (plus any
 ``-p key value``), and written to ``<out-dir>/NN_name.ipynb``. A notebook whose output already
-records the same source and parameters is skipped unless ``--force``.
+records the same source and parameters is skipped unless ``--force``. Besides papermill's own
+metadata (duration, start and end times, parameters) each executed notebook records the machine
+that ran it under ``metadata.reid_book.hardware`` (CPU model and cores, GPUs, torch version), for
+the book's run-time tables, and its repository, home and python folders under
+``metadata.reid_book.paths``, which the book replaces by relative paths wherever they appear.
 
 Usage:
     python tools/run_notebooks.py --profile synth
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,11 +64,44 @@ def _is_done(output: Path, stamp: dict[str, str]) -> bool:
         nb = nbformat.read(output, as_version=4)
     except Exception:
         return False
-    return nb.metadata.get(STAMP_KEY) == stamp
+    recorded = nb.metadata.get(STAMP_KEY, {})
+    return all(recorded.get(key) == value for key, value in stamp.items())
 
 
-def run_notebook(source: Path, output: Path, parameters: dict[str, object], force: bool = False) -> bool:
-    """Execute one notebook; returns False when skipped because already done."""
+# Run in a child interpreter (the kernels' python) so that this process never holds a CUDA context.
+_HARDWARE_PROBE = """
+import json, os, platform, torch
+cpu = platform.processor() or platform.machine()
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+print(json.dumps({"cpu": cpu, "cpu_cores": cores, "gpus": gpus, "torch": torch.__version__,
+                  "python": platform.python_version()}))
+"""
+
+
+def machine_hardware() -> dict[str, object]:
+    """The machine the notebooks run on: ``{"cpu", "cpu_cores", "gpus", "torch", "python"}``.
+
+    ``cpu`` is the model name of ``/proc/cpuinfo`` (else :func:`platform.processor`), ``cpu_cores``
+    the cores this process may use, ``gpus`` the CUDA device names torch sees (empty without one).
+    """
+    result = subprocess.run([sys.executable, "-c", _HARDWARE_PROBE], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"could not describe this machine's hardware with {sys.executable}:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_notebook(source: Path, output: Path, parameters: dict[str, object], force: bool = False,
+                 hardware: dict[str, object] | None = None) -> bool:
+    """Execute one notebook; returns False when skipped because already done.
+
+    ``hardware`` (default: :func:`machine_hardware`) is recorded beside the stamp in the metadata.
+    """
     stamp = _stamp(source, parameters)
     if not force and _is_done(output, stamp):
         print(f"[skip] {source.name}: {output} is up to date (use --force to redo)", flush=True)
@@ -86,7 +124,11 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, object], forc
             raise SystemExit(f"[fail] {source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}\n"
                              f"        the executed notebook is in {partial}") from None
         executed = nbformat.read(partial, as_version=4)
-        executed.metadata[STAMP_KEY] = stamp
+        executed.metadata[STAMP_KEY] = {
+            **stamp, "hardware": hardware if hardware is not None else machine_hardware(),
+            # where this machine keeps things, so that the book can hide them (tools/book_chapters.py)
+            "paths": {"root": str(ROOT), "home": str(Path.home()), "python": sys.prefix},
+        }
         nbformat.write(executed, partial)
         partial.replace(output)
     print(f"[done] {source.name} in {time.perf_counter() - start:.0f} s -> {output}", flush=True)
@@ -110,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     parameters.update({k: _parse_value(v) for k, v in args.parameter})
     start = time.perf_counter()
+    hardware = machine_hardware()
     for source in notebook_sources(args.only):
-        run_notebook(source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters, force=args.force)
+        run_notebook(source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters, force=args.force,
+                     hardware=hardware)
     print(f"all notebooks done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
