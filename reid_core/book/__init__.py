@@ -6,7 +6,7 @@ Chapters: all (every notebook's set-up and results cells).
 
 from reid_core.book.figures import load_image, plot_cmc, plot_history, plot_ranked_lists, ranked_gallery, show_images
 from reid_core.book.paper_results import PAPER_RESULTS, PaperResult, paper_results_for
-from reid_core.book.profiles import select_profile
+from reid_core.book.profiles import read_notebook_profiles, select_profile
 from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
 from reid_core.book.runtime import checkpoint_dir, resolve_device
 from reid_core.book.tables import format_mean_std, paper_results_markdown
@@ -24,6 +24,7 @@ __all__ = [
     "plot_cmc",
     "plot_history",
     "plot_ranked_lists",
+    "read_notebook_profiles",
     "ranked_gallery",
     "render_results_page",
     "resolve_device",
