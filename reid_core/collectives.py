@@ -3,9 +3,10 @@ r"""What the processes of a ``torchrun`` job exchange: rank, gathers, pooled mea
 Under ``torchrun --nproc_per_node=N`` every process trains on its own share of each batch and
 ``DistributedDataParallel`` averages the gradients. A loss that compares the samples of a
 batch with each other (batch-hard triplet, QAConv's pair losses, AdaCos's batch statistics)
-then sees only this process's share unless it gathers the others'. These helpers are the one
-place that talks to ``torch.distributed``; with no process group (a notebook, one process)
-every function is the identity or the plain reduction, so the losses behave exactly as before.
+then sees only this process's share unless it gathers the others'. These helpers are how the
+losses and samplers talk to ``torch.distributed`` (the engine starts the job and wraps the
+model: :mod:`reid_core.engine.distributed`); with no process group (a notebook, one process)
+every function is the identity or the plain reduction, and the losses compute their one-process loss.
 
 Global-batch semantics. Process r holds rows :math:`x_{rB}, \dots, x_{rB+B-1}` of the global
 batch of :math:`NB` samples. A pair loss computes its (B, NB) block of the global matrix (its

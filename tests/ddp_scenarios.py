@@ -197,9 +197,27 @@ def gather_gradient(out: Path) -> None:
     torch.save({"grad": x.grad, "expected": expected}, out / f"gather_rank{rank}.pt")
 
 
+def sync_bn_on_cpu(out: Path) -> None:
+    """SyncBatchNorm has no CPU kernels: the trainer must say so instead of failing mid-step."""
+    try:
+        Trainer(
+            BaselineNet(NUM_IDS, backbone="resnet10"),
+            BaselineLoss(),
+            [],
+            train_config(),
+            device="cpu",
+            distributed=DistributedConfig(sync_bn=True),
+        )
+        message = "no error"
+    except ValueError as err:
+        message = str(err)
+    (out / f"sync_bn_rank{process_rank()}.txt").write_text(message)
+
+
 def equivalence(out: Path) -> None:
     rank = process_rank()
     gather_gradient(out)
+    sync_bn_on_cpu(out)
     for name in VARIANTS:
         weights, read, model = train_variant(name, distributed=True)
         (out / f"{name}_rank{rank}.json").write_text(json.dumps(read))

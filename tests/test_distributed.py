@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ddp_scenarios as scenarios
 
 from reid_core.collectives import batch_columns, gather_with_grad, pooled_mean, process_count, self_pairs
-from reid_core.engine import extract_features, load_checkpoint, shard_bounds
+from reid_core.engine import extract_features, init_distributed, load_checkpoint, shard_bounds
 from reid_core.models import BaselineNet
 from reid_core.samplers import DistributedIdentitySampler, GraphSampler, RandomIdentitySampler
 
@@ -237,6 +237,25 @@ def test_gradient_through_the_gather_is_summed_over_processes(equivalence_run: P
     for rank in range(2):
         saved = torch.load(equivalence_run / f"gather_rank{rank}.pt", weights_only=True)
         torch.testing.assert_close(saved["grad"], saved["expected"])
+
+
+@pytest.mark.slow
+def test_sync_bn_on_the_cpu_is_refused_with_a_clear_error(equivalence_run: Path) -> None:
+    for rank in range(2):
+        message = (equivalence_run / f"sync_bn_rank{rank}.txt").read_text()
+        assert "sync_bn needs CUDA" in message, message
+
+
+def test_init_distributed_without_torchrun_creates_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_distributed("cpu") == torch.device("cpu")
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match="WORLD_SIZE"):
+        init_distributed("cpu")
+    with pytest.raises(ValueError, match="device"):
+        init_distributed("tpu")
 
 
 @pytest.mark.slow

@@ -186,7 +186,9 @@ class ParallelTraining:
         if active:
             step = DistributedDataParallel(
                 step,
-                device_ids=[device.index] if device.type == "cuda" else None,
+                device_ids=[torch.cuda.current_device() if device.index is None else device.index]
+                if device.type == "cuda"
+                else None,
                 find_unused_parameters=config.find_unused_parameters,
                 forward_sync_buffers=config.forward_sync_buffers,
             )
