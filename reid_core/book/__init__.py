@@ -11,7 +11,7 @@ from reid_core.book.pretrained import (
     PRETRAIN_RECIPES, PRETRAIN_SEEDS, TRAIN_FRACTION, PretrainedBackbone, PretrainRecipe, ensure_pretrained_backbone,
     load_pretrained_backbone,
 )
-from reid_core.book.profiles import select_profile
+from reid_core.book.profiles import read_notebook_profiles, select_profile
 from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
 from reid_core.book.runtime import checkpoint_dir, resolve_device
 from reid_core.book.tables import format_mean_std, paper_results_markdown
@@ -32,6 +32,7 @@ __all__ = [
     "plot_cmc",
     "plot_history",
     "plot_ranked_lists",
+    "read_notebook_profiles",
     "ranked_gallery",
     "render_results_page",
     "resolve_device",

@@ -5,15 +5,21 @@ recipe of each run size) and takes ``profile`` and ``overrides`` as papermill pa
 misspelt profile or override key must stop the run at once with the valid choices, not be
 ignored and leave the reader wondering why a change did nothing.
 
+:func:`read_notebook_profiles` reads a notebook's ``PROFILES`` without running it, so a script
+(``tools/train_ddp.py``) trains with the notebook's own recipe instead of a copy of it.
+
 Chapters: all (the ``parameters`` cell of each notebook).
 """
 
 from __future__ import annotations
 
+import ast
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["select_profile"]
+__all__ = ["read_notebook_profiles", "select_profile"]
 
 
 def select_profile(
@@ -42,3 +48,45 @@ def select_profile(
     if unknown:
         raise ValueError(f"overrides has unknown keys {unknown}; valid keys: {sorted(profiles[profile])}")
     return {**profiles[profile], **overrides}
+
+
+def read_notebook_profiles(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``PROFILES`` dict of a notebook's source, read without running the notebook.
+
+    The assignment ``PROFILES = {"smoke": dict(key=value, ...), ...}`` (or with ``{...}``
+    literals) is parsed with :mod:`ast`; every value must be a Python literal.
+
+    Args:
+        path: the notebook's jupytext ``.py`` file.
+
+    Returns:
+        profile name -> recipe.
+
+    Raises:
+        ValueError: the file has no top-level ``PROFILES`` assignment, or a value is not a literal.
+    """
+    path = Path(path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PROFILES" for t in node.targets):
+            if not isinstance(node.value, ast.Dict):
+                break
+            profiles = {}
+            for key, value in zip(node.value.keys, node.value.values):
+                name = ast.literal_eval(key) if key is not None else None
+                profiles[name] = _literal_recipe(value, path, name)
+            return profiles
+    raise ValueError(f"{path} has no top-level PROFILES = {{...}} assignment")
+
+
+def _literal_recipe(node: ast.expr, path: Path, name: object) -> dict[str, Any]:
+    """``dict(a=1, ...)`` or ``{"a": 1, ...}`` of literals -> the dict."""
+    try:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+            return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
+        recipe = ast.literal_eval(node)
+    except ValueError as err:
+        raise ValueError(f"{path}: profile {name!r} must hold only literal values ({err})") from err
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: profile {name!r} must be a dict, got {type(recipe).__name__}")
+    return recipe

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from reid_core.collectives import is_main_process
 from reid_core.data.base import Item
 
 __all__ = ["ImageDataset", "ImageLoadError", "read_image"]
@@ -100,7 +101,9 @@ class ImageDataset(Dataset):
         paths = [path for path, _, _ in self.items]
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(tqdm(pool.map(read_image, paths), total=len(paths), desc="preload images", unit="img"))
+            bar = tqdm(pool.map(read_image, paths), total=len(paths), desc="preload images", unit="img",
+                       disable=not is_main_process())  # under torchrun: one bar, rank 0's
+            return list(bar)
 
     @property
     def pids(self) -> list[int]:

@@ -1,11 +1,21 @@
 """Training and inference, paper-agnostic: the trainer (tqdm, AMP, checkpoints, callbacks), learning-rate
-schedules, data loaders, feature extraction and evaluation of a model on a query/gallery split.
+schedules, data loaders, feature extraction and evaluation of a model on a query/gallery split, and
+the same on several processes under ``torchrun`` (DistributedDataParallel).
 
 Chapters: every notebook trains and evaluates through it.
 """
 
 from reid_core.engine.callbacks import FreezeBackboneBN
 from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from reid_core.engine.distributed import (
+    DistributedConfig,
+    ParallelTraining,
+    TrainingStep,
+    extract_features_distributed,
+    init_distributed,
+    shard_bounds,
+    shutdown_distributed,
+)
 from reid_core.engine.evaluate import EvalResult, evaluate_distance, evaluate_reid, metrics_from_cmc
 from reid_core.engine.features import Features, extract_features
 from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
@@ -16,12 +26,15 @@ __all__ = [
     "AdaptiveLossStep",
     "Callback",
     "CheckpointError",
+    "DistributedConfig",
     "EvalResult",
     "Features",
     "FreezeBackboneBN",
+    "ParallelTraining",
     "SCHEDULES",
     "TrainConfig",
     "Trainer",
+    "TrainingStep",
     "build_lr_schedule",
     "build_test_loader",
     "build_train_loader",
@@ -30,8 +43,12 @@ __all__ = [
     "evaluate_distance",
     "evaluate_reid",
     "extract_features",
+    "extract_features_distributed",
+    "init_distributed",
     "load_checkpoint",
     "metrics_from_cmc",
     "save_checkpoint",
     "seed_everything",
+    "shard_bounds",
+    "shutdown_distributed",
 ]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reid_core.engine.distributed import extract_features_distributed
 from reid_core.engine.features import Features, extract_features
 from reid_core.evaluation.distance import compute_distance_matrix
 
@@ -84,6 +85,7 @@ def evaluate_reid(
     device: torch.device | str | None = None,
     max_rank: int = 50,
     progress: bool = True,
+    split_across_processes: bool = False,
 ) -> EvalResult:
     """Extract query and gallery features and evaluate with the Market-1501 protocol.
 
@@ -99,9 +101,15 @@ def evaluate_reid(
             distance (aligned local distance, QAConv); default: ``compute_distance_matrix``.
         device: where the model runs.
         max_rank: CMC length.
+        split_across_processes: under ``torchrun``, each process extracts its share of the
+            query and gallery and receives all of them
+            (:func:`~reid_core.engine.distributed.extract_features_distributed`); every process
+            must call it, and every process computes the same distances and metrics.
     """
-    query = extract_features(model, query_loader, device, field=field, flip=flip, normalize=normalize, progress=progress, desc="query")
-    gallery = extract_features(model, gallery_loader, device, field=field, flip=flip, normalize=normalize, progress=progress, desc="gallery")
+    extract = extract_features_distributed if split_across_processes else extract_features
+    options = dict(device=device, field=field, flip=flip, normalize=normalize, progress=progress)
+    query = extract(model, query_loader, desc="query", **options)
+    gallery = extract(model, gallery_loader, desc="gallery", **options)
     dist = distance_fn or (lambda a, b: compute_distance_matrix(a, b, metric=metric))  # type: ignore[arg-type]
     qg = dist(query.features, gallery.features)
     qq = dist(query.features, query.features) if rerank else None

@@ -12,6 +12,10 @@ resume (``weights_only=True``), seeding, and per-epoch statistics (mean loss ter
 rate, seconds, images per second). Callbacks hook the epoch boundaries (the graph sampler
 rebuilds its graph there; QAConv's adaptive schedule decides when to stop).
 
+Under ``torchrun`` the same code trains on several processes (:mod:`reid_core.engine.distributed`):
+model and criterion are wrapped in DistributedDataParallel, the epoch statistics are pooled
+over the ranks, and only rank 0 shows progress and writes checkpoints.
+
 Example:
     >>> trainer = Trainer(model, criterion, loader, TrainConfig(epochs=10, lr=3.5e-4))
     >>> history = trainer.fit()
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from reid_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from reid_core.engine.distributed import DistributedConfig, ParallelTraining
 from reid_core.engine.schedules import build_lr_schedule
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "seed_everything", "default_device"]
@@ -139,7 +144,11 @@ class Trainer:
         device: defaults to CUDA when available.
         param_groups: optional optimizer groups ``[{"params": [...], "lr_mult": 0.1}, ...]``
             replacing the default (all parameters of model and criterion at ``lr``).
-        callbacks: objects with any of the :class:`Callback` hooks.
+        callbacks: objects with any of the :class:`Callback` hooks. Under ``torchrun`` they run
+            on every rank; ``on_iteration_end`` gets this rank's terms, ``on_epoch_end`` the
+            statistics pooled over the ranks.
+        distributed: how to wrap the model under ``torchrun`` (SyncBatchNorm, ...); ignored
+            with one process.
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class Trainer:
         device: torch.device | str | None = None,
         param_groups: list[dict[str, Any]] | None = None,
         callbacks: Sequence[object] = (),
+        distributed: DistributedConfig | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
@@ -163,6 +173,8 @@ class Trainer:
         self.memory_format = torch.channels_last if (config.channels_last and self.use_cuda) else torch.contiguous_format
         if self.memory_format == torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # model + criterion as one module, DDP-wrapped under torchrun; self.model stays the bare model
+        self.parallel = ParallelTraining(self.model, self.criterion, self.device, distributed or DistributedConfig())
         self.optimizer = self._build_optimizer(param_groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.schedule = build_lr_schedule(
@@ -235,12 +247,18 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.use_cuda and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.parallel.restore_random_states(state)  # under torchrun: this rank's own state
 
     def save(self) -> Path | None:
-        """Write ``checkpoint_dir/last.pt`` atomically (no-op without a checkpoint_dir)."""
+        """Write ``checkpoint_dir/last.pt`` atomically (no-op without a checkpoint_dir).
+
+        Under ``torchrun`` every rank must call it (the ranks' random states are gathered);
+        rank 0 writes and the others return ``None``.
+        """
         if self.checkpoint_path is None:
             return None
-        return save_checkpoint(self.state_dict(), self.checkpoint_path)
+        state = {**self.state_dict(), **self.parallel.random_states()}
+        return save_checkpoint(state, self.checkpoint_path) if self.parallel.is_main else None
 
     # --------------------------------------------------------------- training
     def _call(self, name: str, *args: Any) -> None:
@@ -252,15 +270,16 @@ class Trainer:
     def fit(self) -> list[dict[str, float]]:
         """Run the remaining epochs; returns the per-epoch history (also in ``self.state``)."""
         cfg = self.config
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed + self.parallel.rank)  # each rank its own augmentations
         if cfg.resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
             self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
-            if cfg.progress:
+            if cfg.progress and self.parallel.is_main:
                 tqdm.write(f"resumed from {self.checkpoint_path} at epoch {self.state.epoch}")
         while self.state.epoch < cfg.epochs and not self.stop_training:
             stats = self._run_epoch(self.state.epoch)
             self.state.history.append(stats)
             self._call("on_epoch_end", self.state.epoch, stats)
+            self.stop_training, self.lr_scale = self.parallel.agree(self.stop_training, self.lr_scale)
             self.state.epoch += 1
             last = self.state.epoch >= cfg.epochs or self.stop_training
             if self.checkpoint_path is not None and (self.state.epoch % cfg.checkpoint_every == 0 or last):
@@ -288,7 +307,8 @@ class Trainer:
         sums: dict[str, float] = {}
         seen = 0
         start = time.perf_counter()
-        bar = tqdm(total=n_iters or None, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False, mininterval=2.0)
+        show = cfg.progress and self.parallel.is_main
+        bar = tqdm(total=n_iters or None, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False, mininterval=2.0)
         lr = self._set_lr(epoch)
         for i, batch in enumerate(self.loader):
             if cfg.max_iters_per_epoch is not None and i >= cfg.max_iters_per_epoch:
@@ -308,9 +328,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         n = max(i + 1 if seen else 0, 1)
+        sums, seen = self.parallel.pool_epoch(sums, seen)  # every rank's images; terms averaged over ranks
         stats = {k: v / n for k, v in sums.items()}
         stats.update(epoch=float(epoch + 1), lr=lr, seconds=seconds, images=float(seen), images_per_second=seen / max(seconds, 1e-9))
-        if cfg.progress:
+        if show:
             terms_text = " ".join(f"{k}={v:.4f}" for k, v in stats.items() if k not in ("epoch", "lr", "seconds", "images", "images_per_second"))
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} {terms_text} lr={lr:.2e} {stats['images_per_second']:.0f} img/s",
                        file=sys.stderr)
@@ -320,8 +341,7 @@ class Trainer:
         images = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
         labels = batch[1].to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            output = self.model(images)
-            terms = self.criterion(output, labels)
+            terms = self.parallel.step(images, labels)  # criterion(model(images), labels)
         if not terms:
             raise ValueError("criterion returned no loss terms")
         loss = sum(t.float() for t in terms.values())

@@ -1,5 +1,11 @@
 """Losses and margin heads, each called as ``loss(embeddings, labels)`` or ``head(embeddings, labels)``.
 
+Batch scope under ``torchrun`` (N processes, B samples each): the triplet, contrastive and QAConv
+score losses and AdaCos's dynamic scale take ``batch_scope="global"`` (default: they see the N x B
+samples of the step, gathered with gradient, as one process holding the whole batch would) or
+``"local"`` (this process's B). Cross-entropy and the margin heads are per sample and need no
+batch; AlignedReID's losses and the mutual-learning losses compare samples of the local batch.
+
 Chapters: 01 (baseline loss), 02 (contrastive, triplet, margin heads), 03 (AlignedReID's
 losses, mutual learning), 05 (QAConv's matching losses).
 """

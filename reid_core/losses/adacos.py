@@ -19,7 +19,13 @@ where :math:`\theta_{med}^{(t)}` is the median target angle :math:`\theta_{i,y_i
 batch's logits. The update is statistics, not learning: it runs under ``no_grad`` and only
 in training mode, unlike the reference repo ``4uiiurz1/pytorch-adacos``, which also updated
 during validation. :math:`\ln B_{avg}` is computed with ``logsumexp`` so large scales cannot
-overflow. Chapter: ``notebooks/02_metric_learning.py`` (the scale plotted over training).
+overflow.
+
+Batch scope: under ``torchrun``, with ``batch_scope="global"`` (the default) N(t) is the global
+batch of every process: each process's :math:`\ln \sum e^{\dots}` and target angles are
+gathered, so every process computes the same scale, the one a single process holding the whole
+batch would compute; ``"local"`` uses this process's share only (the processes' scales then
+differ). Chapter: ``notebooks/02_metric_learning.py`` (the scale plotted over training).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import math
 import torch
 from torch import Tensor
 
+from reid_core.collectives import BatchScope, check_batch_scope, gather_rows
 from reid_core.losses.margin_head import MarginHead
 
 __all__ = ["AdaCos", "adacos_fixed_scale"]
@@ -51,6 +58,8 @@ class AdaCos(MarginHead):
             keeps the fixed scale.
         track_history: append the scale (a float) to ``scale_history`` after every update, for
             plotting. Off by default because reading the value waits for the GPU each step.
+        batch_scope: under ``torchrun``, estimate the dynamic scale from the ``"global"``
+            batch of every process (default) or this process's ``"local"`` share.
 
     Attributes:
         s: 0-d float32 buffer, the current scale (saved in the ``state_dict``).
@@ -64,10 +73,16 @@ class AdaCos(MarginHead):
     """
 
     def __init__(
-        self, embedding_dim: int, num_classes: int, dynamic: bool = True, track_history: bool = False
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        dynamic: bool = True,
+        track_history: bool = False,
+        batch_scope: BatchScope = "global",
     ) -> None:
         super().__init__(embedding_dim, num_classes)
-        self.dynamic, self.track_history = dynamic, track_history
+        check_batch_scope(batch_scope)
+        self.dynamic, self.track_history, self.batch_scope = dynamic, track_history, batch_scope
         self.register_buffer("s", torch.tensor(adacos_fixed_scale(num_classes), dtype=torch.float32))
         self.scale_history: list[float] = []
 
@@ -83,8 +98,12 @@ class AdaCos(MarginHead):
             return
         is_target = torch.zeros_like(cosine, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)  # (B, C)
         scaled = (self.s.to(cosine.dtype) * cosine).masked_fill(is_target, float("-inf"))  # (B, C)
-        log_b_avg = torch.logsumexp(scaled.flatten(), dim=0) - math.log(cosine.shape[0])  # ln B_avg
+        log_sum = torch.logsumexp(scaled.flatten(), dim=0)  # ln of this batch's sum
         theta_target = torch.acos(cosine.gather(1, labels.unsqueeze(1)).squeeze(1))  # (B,)
+        if self.batch_scope == "global":  # no-ops with one process
+            log_sum = torch.logsumexp(gather_rows(log_sum.reshape(1)), dim=0)  # over the processes' sums
+            theta_target = gather_rows(theta_target)  # (N B,)
+        log_b_avg = log_sum - math.log(theta_target.shape[0])  # ln B_avg
         theta_med = torch.quantile(theta_target, 0.5)  # median; mean of the middle two if B is even
         new_s = log_b_avg / torch.cos(theta_med.clamp_max(math.pi / 4))
         self.s.copy_(new_s)
@@ -96,4 +115,4 @@ class AdaCos(MarginHead):
         return logits * self.s.to(logits.dtype)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dynamic={self.dynamic}, s={self.scale:.4g}"
+        return f"{super().extra_repr()}, dynamic={self.dynamic}, s={self.scale:.4g}, batch_scope={self.batch_scope!r}"

@@ -20,6 +20,9 @@ The model's total loss :math:`L = L_G + L_L + L_{ID}` (plus mutual terms,
 :mod:`reid_core.losses.mutual`) is assembled by :class:`AlignedReIDLoss` or by the caller.
 Distances are computed in float32 with autocast off (AMP would otherwise run them in float16).
 
+Batch scope: these losses mine within the batch they are given, so under ``torchrun`` each
+process mines within its own share of the step (the local batch); no feature is gathered.
+
 Chapter: ``notebooks/03_alignedreid.py``.
 """
 

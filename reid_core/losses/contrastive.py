@@ -17,6 +17,12 @@ not a per-anchor mean):
   In a P x K batch most pairs are dissimilar; they are all counted, unweighted.
 - ``loss.from_pairs(x1, x2, same)``: the given pairs, row by row (a classic siamese batch).
 
+Batch scope of ``loss(embeddings, labels)`` under ``torchrun``: with ``batch_scope="global"``
+(the default) the pairs are those of the global batch of every process: this process takes the
+pairs (i, j), i < j in the global order, whose i it holds, against every process's samples
+(gathered with gradient), and the mean runs over the pairs of every process. ``"local"``: the
+pairs within this process's share. ``from_pairs`` is per pair and needs no gathering.
+
 Chapter: ``notebooks/02_metric_learning.py``.
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from reid_core.collectives import BatchScope, batch_columns, check_batch_scope, pooled_mean
 from reid_core.evaluation.distance import pairwise_distance
 
 __all__ = ["ContrastiveLoss"]
@@ -44,6 +51,8 @@ class ContrastiveLoss(nn.Module):
         margin: m > 0, the distance beyond which dissimilar pairs cost nothing. It depends on
             the scale of the embeddings (e.g. at most 2 for L2-normalised ones); there is no
             universal default.
+        batch_scope: the pairs of the ``"global"`` batch of every process under ``torchrun``
+            (default), or of this process's ``"local"`` share.
 
     Example:
         >>> loss = ContrastiveLoss(margin=1.0)
@@ -53,11 +62,12 @@ class ContrastiveLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, margin: float) -> None:
+    def __init__(self, margin: float, batch_scope: BatchScope = "global") -> None:
         super().__init__()
         if not margin > 0:
             raise ValueError(f"margin must be > 0, got {margin}")
-        self.margin = float(margin)
+        check_batch_scope(batch_scope)
+        self.margin, self.batch_scope = float(margin), batch_scope
 
     def pair_loss(self, sq_dist: Tensor, same: Tensor) -> Tensor:
         """Per-pair loss from squared distances (P,) and a boolean ``same`` (P,); returns (P,)."""
@@ -79,10 +89,16 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(f"embeddings must be (B, D) with B >= 2, got {tuple(embeddings.shape)}")
         if labels.shape != embeddings.shape[:1]:
             raise ValueError(f"labels must be ({embeddings.shape[0]},), got {tuple(labels.shape)}")
-        sq = pairwise_distance(embeddings, metric="sqeuclidean")  # (B, B)
-        i, j = torch.triu_indices(len(labels), len(labels), offset=1, device=embeddings.device)  # (P,), (P,)
         labels = labels.to(embeddings.device)
-        return self.pair_loss(sq[i, j], labels[i] == labels[j]).mean()
+        columns, column_labels, first = batch_columns(embeddings, labels, self.batch_scope)  # (M, D), (M,)
+        if columns is embeddings:
+            sq = pairwise_distance(embeddings, metric="sqeuclidean")  # (B, B)
+            i, j = torch.triu_indices(len(labels), len(labels), offset=1, device=embeddings.device)  # (P,), (P,)
+        else:  # this process's rows i against the global columns j > first + i
+            sq = pairwise_distance(embeddings, columns, metric="sqeuclidean")  # (B, M)
+            i, j = torch.triu_indices(len(labels), len(column_labels), offset=first + 1, device=embeddings.device)
+        mean = pooled_mean(self.pair_loss(sq[i, j], labels[i] == column_labels[j]), self.batch_scope)
+        return sq.sum() * 0.0 if mean is None else mean
 
     def from_pairs(self, x1: Tensor, x2: Tensor, same: Tensor) -> Tensor:
         """Mean loss over the given pairs ``(x1[p], x2[p])``.
@@ -107,4 +123,4 @@ class ContrastiveLoss(nn.Module):
         return self.pair_loss(sq, same.to(x1.device)).mean()
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}"
+        return f"margin={self.margin}, batch_scope={self.batch_scope!r}"

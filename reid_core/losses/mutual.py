@@ -18,6 +18,9 @@ losses, to agree with the other, whose output it treats as a constant ("zero gra
   .. math::
       L^{(1)}_{M} = \frac{1}{N^2} \sum_{i,j} \big(\mathrm{ZG}(d^{(2)}_{ij}) - d^{(1)}_{ij}\big)^2 .
 
+Batch scope: the metric mutual loss compares the distance matrices of the batch it is given, so
+under ``torchrun`` each process compares its own share of the step (the local batch).
+
 Normalisation. The paper writes :math:`1/N^2` for the metric term; the public re-production
 divides the squared Frobenius norm by :math:`(M-1) N^2` and the summed KL by :math:`(M-1) N`
 for :math:`M` networks (``train_ml.py``). For the two networks here (:math:`M = 2`) both give

@@ -4,6 +4,10 @@ Steps 1-4 of GS (Liao & Shao 2022): one random image per class, embedded by the 
 :math:`D_{ij} = -\mathrm{QAConv}(F_i, F_j)` (or a euclidean distance); then
 ``sampler.update_graph(D)`` (:class:`~reid_core.samplers.graph_sampler.GraphSampler`).
 
+Under ``torchrun`` the graph is built once per epoch, on rank 0, and broadcast: every process's
+sampler must hold the same graph to draw the same global batches
+(:class:`~reid_core.samplers.distributed.DistributedIdentitySampler`).
+
 Chapter: 05 (Graph Sampling).
 """
 
@@ -16,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reid_core.collectives import broadcast_from_main, is_distributed, is_main_process
 from reid_core.modes import eval_mode
 from reid_core.samplers.class_distance import build_class_distance
 from reid_core.samplers.graph_sampler import GraphSampler
@@ -57,6 +62,7 @@ class GraphSamplingCallback:
 
     The train/eval flag of *every* sub-module is restored afterwards (a frozen backbone stays
     frozen). The representatives change with the epoch (seed ``seed * 100003 + epoch``).
+    Under ``torchrun`` rank 0 builds the graph and broadcasts it to the other processes.
 
     Args:
         sampler: the :class:`GraphSampler` the training loader draws from.
@@ -90,22 +96,30 @@ class GraphSamplingCallback:
         self.seconds: list[float] = []
         self.class_dist: Tensor | None = None
 
-    def rebuild(self, model: nn.Module, device: torch.device | str, epoch: int = 0) -> Tensor:
+    def rebuild(self, model: nn.Module, device: torch.device | str, epoch: int = 0) -> Tensor | None:
         """Compute the class distance with ``model`` and update the sampler's graph.
 
+        Under ``torchrun`` every process calls it: rank 0 computes the distance and broadcasts
+        the (C, k) graph; the others return ``None`` and keep :attr:`class_dist` at ``None``.
+
         Returns:
-            (C, C) class distances (CPU float32).
+            (C, C) class distances (CPU float32), or ``None`` on the processes other than rank 0.
         """
         start = time.perf_counter()
-        kwargs: dict[str, Any] = {} if self.image_loader is None else {"loader": self.image_loader}
-        with eval_mode(model, self.matcher):  # build_class_distance alone restores only the top-level flag
-            dist = build_class_distance(model, self.items, self.transform, self.matcher, device=device,
-                                        seed=self.seed * 100003 + epoch, chunk_size=self.chunk_size,
-                                        progress=False, **kwargs)  # (C, C)
-        self.sampler.update_graph(dist)
-        self.class_dist = dist.detach().float().cpu()
+        if is_main_process():  # the only process without a process group
+            kwargs: dict[str, Any] = {} if self.image_loader is None else {"loader": self.image_loader}
+            with eval_mode(model, self.matcher):  # build_class_distance alone restores only the top-level flag
+                dist = build_class_distance(model, self.items, self.transform, self.matcher, device=device,
+                                            seed=self.seed * 100003 + epoch, chunk_size=self.chunk_size,
+                                            progress=False, **kwargs)  # (C, C)
+            self.sampler.update_graph(dist)
+            self.class_dist = dist.detach().float().cpu()
+        if is_distributed():  # rank 0's graph to every process
+            shape = (self.sampler.num_classes, self.sampler.num_neighbors)  # (C, k)
+            mine = torch.from_numpy(self.sampler.neighbors) if is_main_process() else torch.zeros(shape).long()
+            self.sampler.set_neighbors(broadcast_from_main(mine))  # (C, k)
         self.seconds.append(time.perf_counter() - start)
-        return self.class_dist
+        return self.class_dist if is_main_process() else None
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         if epoch >= self.start_epoch:

@@ -200,6 +200,21 @@ class GraphSampler(Sampler[int]):
             )
         self.neighbors = nearest_classes(class_dist, self.num_neighbors)  # (C, k)
 
+    def set_neighbors(self, neighbors: Tensor | np.ndarray) -> None:
+        """Use a class graph computed elsewhere (another process's :meth:`update_graph`).
+
+        Args:
+            neighbors: (C, k) int class indices, row c the k nearest classes of c.
+        """
+        array = np.asarray(torch.as_tensor(neighbors).cpu(), dtype=np.int64)
+        expected = (self.num_classes, self.num_neighbors)
+        if array.shape != expected:
+            raise ValueError(f"neighbors must have shape (C, k) = {expected}, got {array.shape}")
+        if array.size and (array.min() < 0 or array.max() >= self.num_classes):
+            raise ValueError(f"neighbors must hold class indices in [0, {self.num_classes}), "
+                             f"got values in [{array.min()}, {array.max()}]")
+        self.neighbors = array
+
     def batch_classes(self) -> np.ndarray:
         """(C, k + 1) class indices of the batch seeded by each class: the seed, then its kNN."""
         if self.neighbors is None:
