@@ -1,4 +1,4 @@
-"""Evaluation: distances, CMC/mAP with the Market-1501 rule, k-reciprocal re-ranking.
+"""Evaluation: distances, CMC/mAP/mINP/MAP@R with the Market-1501 rule, k-reciprocal re-ranking.
 
 Chapters: 01 (the protocol, worked by hand), 03 (re-ranking), ``book/evaluation_at_scale.md``
 (MSMT17-sized test sets).
