@@ -1,8 +1,8 @@
 """Features shaped like a re-ID test set: one Gaussian cluster per identity.
 
-Used by bench/rerank.py and bench/scale.py to time retrieval at the sizes of the real
-test sets (Market-1501: 3,368 queries x 15,913 gallery; MSMT17: 11,659 x 82,161) without
-the images. Every image is ``centre[pid] + camera_bias[cam] + noise``; the scales are set so
+Used by bench/rerank.py, bench/scale.py and bench/eval_speed.py to time retrieval at the
+sizes of the real test sets (Market-1501: 3,368 queries x 15,913 gallery; MSMT17: 11,659 x
+82,161) without the images. Every image is ``centre[pid] + camera_bias[cam] + noise``; the scales are set so
 that the nearest neighbours are mostly, not always, of the same identity.
 """
 

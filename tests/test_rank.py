@@ -1,5 +1,5 @@
-"""evaluate_rank (CMC + mAP, Market-1501 rule and CUHK03 single-gallery-shot) against
-brute-force per-query loops written from the protocol (Zheng et al. 2015, Zhong et al. 2017; the book page ``book/datasets.md``)."""
+"""evaluate_rank (CMC, mAP, mINP, MAP@R, Market-1501 rule and CUHK03 single-gallery-shot)
+against brute-force per-query loops written from the protocol and the metrics' definitions."""
 
 from __future__ import annotations
 
@@ -9,32 +9,63 @@ import numpy as np
 import pytest
 import torch
 
-from reid_core.evaluation import distance, rank
+from reid_core.evaluation import distance, match_ranks, rank
 from reid_core.evaluation.distance import compute_distance_matrix
 from reid_core.evaluation.rank import evaluate_features, evaluate_rank, evaluate_rank_detailed
 
 
-def brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """Per query: stable argsort, drop junk and same-id same-camera, first match, AP.
+def metrics_of_list(match: np.ndarray) -> dict[str, float]:
+    """AP, INP, MAP@R, R-precision and first-match rank of one filtered list (bool, True = match),
+    computed position by position from the definitions."""
+    positions = np.arange(1, match.size + 1)
+    hits = np.cumsum(match)
+    n = int(match.sum())
+    precision_at_match = hits[match] / positions[match]
+    top = match[:n]  # the first R = n items
+    return {
+        "ap": float(np.mean(precision_at_match)),  # mean precision at each match
+        "inp": n / float(positions[match][-1]),  # |matches| / rank of the hardest match
+        "r_precision": float(top.sum()) / n,
+        "map_at_r": float(np.sum(hits[:n][top] / positions[:n][top])) / n,
+        "first_rank": float(np.argmax(match)) + 1,
+    }
 
-    Returns (cmc, mAP, ap per query with NaN for skipped queries).
+
+def brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, max_rank):
+    """Per query: stable argsort, drop junk and same-id same-camera, then every metric.
+
+    Returns (cmc, {metric: (Q,) per-query values, NaN for a query without a valid match}).
     """
-    first_ranks, aps = [], []
+    per_query: dict[str, list[float]] = {k: [] for k in ("ap", "inp", "r_precision", "map_at_r", "first_rank")}
     for q in range(dist.shape[0]):
         order = np.argsort(dist[q], kind="stable")  # ties: lower gallery index first
         pids, cams = g_pids[order], g_camids[order]
         keep = (pids != -1) & ~((pids == q_pids[q]) & (cams == q_camids[q]))
         match = pids[keep] == q_pids[q]
-        if not match.any():
-            aps.append(np.nan)
-            continue
-        hits = np.cumsum(match)
-        positions = np.arange(1, match.size + 1)
-        aps.append(float(np.mean(hits[match] / positions[match])))  # mean precision at each match
-        first_ranks.append(int(np.argmax(match)) + 1)
-    first_ranks = np.array(first_ranks)
-    cmc = np.array([np.mean(first_ranks <= k) for k in range(1, max_rank + 1)])
-    return cmc, float(np.nanmean(aps)), np.array(aps)
+        values = metrics_of_list(match) if match.any() else dict.fromkeys(per_query, np.nan)
+        for k, v in values.items():
+            per_query[k].append(v)
+    arrays = {k: np.array(v) for k, v in per_query.items()}
+    first = arrays["first_rank"][~np.isnan(arrays["first_rank"])]
+    cmc = np.array([np.mean(first <= k) for k in range(1, max_rank + 1)])
+    return cmc, arrays
+
+
+def assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, max_rank) -> None:
+    """Every field of a RankResult against the brute-force loop."""
+    cmc_ref, ref = brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, max_rank)
+    valid = ~np.isnan(ref["ap"])
+    np.testing.assert_allclose(result.cmc, cmc_ref, atol=1e-12)
+    np.testing.assert_array_equal(result.valid_query, valid)
+    np.testing.assert_allclose(result.average_precision, ref["ap"], atol=1e-12)  # NaN where skipped
+    np.testing.assert_allclose(result.inverse_negative_penalty, ref["inp"], atol=1e-12)
+    np.testing.assert_allclose(result.first_match_rank, ref["first_rank"], atol=1e-12)
+    assert result.mAP == pytest.approx(np.mean(ref["ap"][valid]), abs=1e-12)
+    assert result.mINP == pytest.approx(np.mean(ref["inp"][valid]), abs=1e-12)
+    assert result.map_at_r == pytest.approx(np.mean(ref["map_at_r"][valid]), abs=1e-12)
+    assert result.r_precision == pytest.approx(np.mean(ref["r_precision"][valid]), abs=1e-12)
+    assert result.num_valid_queries == int(valid.sum())
+    assert result.num_queries_without_match == int((~valid).sum())
 
 
 def random_problem(rng, num_q, num_g, num_ids=6, num_cams=3, integer_distances=True):
@@ -54,19 +85,83 @@ def random_problem(rng, num_q, num_g, num_ids=6, num_cams=3, integer_distances=T
 def test_matches_brute_force(seed: int, integer_distances: bool) -> None:
     rng = np.random.default_rng(seed)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 30, 80, integer_distances=integer_distances)
-    cmc_ref, map_ref, ap_ref = brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, 20)
-    assert np.isnan(ap_ref).any(), "the random problem should contain queries with no valid match"
-
     result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20, chunk_size=7)
-    np.testing.assert_allclose(result.cmc, cmc_ref, atol=1e-12)
-    assert result.mAP == pytest.approx(map_ref, abs=1e-12)
-    np.testing.assert_array_equal(result.valid_query, ~np.isnan(ap_ref))
-    np.testing.assert_allclose(result.average_precision, ap_ref, atol=1e-12)  # NaN where skipped
-    assert result.num_valid_queries == int((~np.isnan(ap_ref)).sum())
+    assert result.num_queries_without_match > 0, "the random problem should contain queries with no valid match"
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)
 
     cmc, mAP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
-    np.testing.assert_allclose(cmc, cmc_ref, atol=1e-12)
-    assert mAP == pytest.approx(map_ref, abs=1e-12)
+    np.testing.assert_array_equal(cmc, result.cmc)
+    assert mAP == result.mAP
+
+
+def clustered_problem(noise: float, seed: int = 0, num_q: int = 120, num_g: int = 900, num_ids: int = 40):
+    """Gaussian identity clusters seen by 4 cameras, with distractors (pid 0) and junk (pid -1);
+    float32 Euclidean distances. Larger noise, weaker model."""
+    rng = np.random.default_rng(seed)
+    g_pids = rng.integers(1, num_ids + 1, num_g)
+    g_pids[rng.random(num_g) < 0.15] = 0
+    g_pids[rng.random(num_g) < 0.05] = -1
+    q_pids = rng.integers(1, num_ids + 3, num_q)  # ids num_ids + 1, + 2 have no gallery image
+    q_camids, g_camids = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
+    centres = rng.normal(size=(num_ids + 3, 32))
+    qf = centres[q_pids] + rng.normal(scale=noise, size=(num_q, 32))
+    gf = np.where((g_pids > 0)[:, None], centres[np.maximum(g_pids, 0)], 0.0) + rng.normal(scale=noise, size=(num_g, 32))
+    gf[g_pids <= 0] = rng.normal(scale=np.sqrt(1 + noise**2), size=(int((g_pids <= 0).sum()), 32))
+    dist = compute_distance_matrix(torch.from_numpy(qf).float(), torch.from_numpy(gf).float()).numpy()
+    return dist, q_pids, g_pids, q_camids, g_camids
+
+
+def test_matches_brute_force_from_strong_to_near_random_models() -> None:
+    maps = []
+    for noise in (0.2, 0.8, 1.4, 2.5, 8.0):
+        dist, q_pids, g_pids, q_camids, g_camids = clustered_problem(noise)
+        result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=30, chunk_size=50)
+        assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 30)
+        maps.append(result.mAP)
+    assert maps[0] > 0.95 and maps[-1] < 0.15, maps  # the sweep covers strong to near-random models
+
+
+@pytest.mark.parametrize("cells", [1, 3, 20000])
+def test_grid_resolution_changes_nothing(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
+    # One cell per row makes nearly every item ambiguous (settled by the exact search); very
+    # many cells settle nearly every item by its cell alone. Both must give the same answer.
+    monkeypatch.setattr(match_ranks, "_MIN_CELLS", cells)
+    monkeypatch.setattr(match_ranks, "_MAX_CELLS", cells)
+    for integer_distances in (True, False):
+        dist, q_pids, g_pids, q_camids, g_camids = random_problem(np.random.default_rng(7), 25, 90, integer_distances=integer_distances)
+        result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
+        assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)
+    dist, q_pids, g_pids, q_camids, g_camids = clustered_problem(1.4)
+    result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)
+
+
+def test_one_far_match_and_slices_of_a_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A match 1e6 times farther than the rest stretches a row's grid over one cell; small CPU
+    # slices split every chunk into several grid passes sharing one workspace.
+    monkeypatch.setattr(rank, "_CPU_SLICE_ELEMENTS", 3 * 900)
+    dist, q_pids, g_pids, q_camids, g_camids = clustered_problem(1.0)
+    dist = dist.copy()
+    for q in range(0, dist.shape[0], 3):
+        matches = np.flatnonzero((g_pids == q_pids[q]) & (g_camids != q_camids[q]))
+        if matches.size:
+            dist[q, matches[-1]] = 1e6
+    result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20, chunk_size=40)
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)
+
+
+def test_queries_with_fewer_same_id_images_than_others_in_their_block() -> None:
+    # Same-id images are read from the pid-sorted gallery in slots as wide as the block's
+    # largest identity; the unused slots of pid 2 (one image) lie on pid 3's images, and those
+    # of pid 3 (the last identity) past the gallery's end. Neither may remove a negative.
+    g_pids = np.array([1, 1, 1, 1, 2, 0, 3, 0, 3])
+    g_camids = np.array([0, 1, 1, 1, 1, 0, 1, 1, 0])
+    q_pids, q_camids = np.array([1, 2, 3, 4]), np.array([0, 0, 0, 0])
+    dist = np.random.default_rng(0).random((4, 9)).astype(np.float32)
+    dist[1] = [0.9, 0.9, 0.9, 0.9, 0.5, 0.9, 0.1, 0.9, 0.2]  # pid 3's images come before pid 2's match
+    result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=5)
+    assert result.first_match_rank[1] == 3
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 5)
 
 
 def test_hand_worked_example() -> None:
@@ -94,6 +189,22 @@ def test_hand_worked_example() -> None:
     assert result.mAP == pytest.approx(0.5)
     np.testing.assert_allclose(result.average_precision, [0.25, 0.75])
     np.testing.assert_allclose(result.first_match_rank, [4.0, 1.0])
+    # INP = n / rank of the last match: q0 1/4, q1 2/4; mINP = 0.375.
+    np.testing.assert_allclose(result.inverse_negative_penalty, [0.25, 0.5])
+    assert result.mINP == pytest.approx(0.375)
+    # R = n. q0: R = 1, the first item is a negative: R-precision 0, MAP@R 0. q1: R = 2, top 2
+    # = [+, -]: R-precision 1/2, MAP@R = (1/1) / 2. Means: 0.25 and 0.25.
+    assert result.r_precision == pytest.approx(0.25)
+    assert result.map_at_r == pytest.approx(0.25)
+    assert result.num_queries_without_match == 0
+
+    # A third query, of an identity absent from the gallery, is skipped and counted.
+    result = evaluate_rank_detailed(
+        np.vstack([dist, dist[:1]]), np.array([1, 2, 3]), g_pids, np.array([0, 1, 0]), g_camids, max_rank=5
+    )
+    assert result.num_queries_without_match == 1 and result.num_valid_queries == 2
+    assert np.isnan(result.inverse_negative_penalty[2]) and np.isnan(result.average_precision[2])
+    assert result.mINP == pytest.approx(0.375)
 
 
 def test_numpy_and_torch_inputs_agree() -> None:
@@ -131,10 +242,8 @@ def test_infinite_and_negative_distances() -> None:
     dist = dist - 2.0  # negative values (e.g. negated similarities)
     dist[rng.random(dist.shape) < 0.2] = np.inf
     dist[rng.random(dist.shape) < 0.1] = -np.inf
-    cmc_ref, map_ref, ap_ref = brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, 10)
     result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=10)
-    np.testing.assert_allclose(result.cmc, cmc_ref, atol=1e-12)
-    np.testing.assert_allclose(result.average_precision, ap_ref, atol=1e-12)
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 10)
 
 
 def test_chunked_callable_equals_full_matrix() -> None:
@@ -258,6 +367,51 @@ def test_single_gallery_shot_converges_to_exact_expectation() -> None:
     assert mAP == pytest.approx(map_ref, abs=0.04)
 
 
+def brute_force_single_gallery_shot(dist, q_pids, g_pids, q_camids, g_camids, max_rank, num_repeats, seed):
+    """Every repeat drawn as documented (the top 30 bits of default_rng([seed, r])'s raw
+    stream, one per (query, gallery) pair in row order; per identity the cross-camera item with
+    the smallest (key, index)), then ranked by a stable sort. Returns (cmc, {metric: (Q,)})."""
+    num_q, num_g = dist.shape
+    names = ("ap", "inp", "r_precision", "map_at_r", "first_rank")
+    sums = {k: np.zeros(num_q) for k in names}
+    valid = np.zeros(num_q, bool)
+    cmc_sum = np.zeros(max_rank)
+    for r in range(num_repeats):
+        keys = np.random.default_rng([seed, r]).bit_generator.random_raw((num_q, num_g)) >> np.uint64(34)
+        for q in range(num_q):
+            cand = np.flatnonzero((g_camids != q_camids[q]) & (g_pids != -1))
+            chosen = [min(cand[g_pids[cand] == pid], key=lambda j: (keys[q, j], j)) for pid in np.unique(g_pids[cand])]
+            chosen = np.array(sorted(chosen))
+            match = g_pids[chosen[np.argsort(dist[q, chosen], kind="stable")]] == q_pids[q]
+            if not match.any():
+                continue
+            valid[q] = True
+            for k, v in metrics_of_list(match).items():
+                sums[k][q] += v
+            cmc_sum += metrics_of_list(match)["first_rank"] <= np.arange(1, max_rank + 1)
+    per_query = {k: np.where(valid, v / num_repeats, np.nan) for k, v in sums.items()}
+    return cmc_sum / (valid.sum() * num_repeats), per_query
+
+
+def test_single_gallery_shot_equals_the_documented_draw() -> None:
+    rng = np.random.default_rng(12)
+    dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 17, 45, integer_distances=True)  # ties
+    kwargs = {"max_rank": 10, "cuhk03_single_gallery_shot": True, "num_repeats": 4, "seed": 5}
+    result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, chunk_size=6, **kwargs)
+    cmc_ref, ref = brute_force_single_gallery_shot(dist, q_pids, g_pids, q_camids, g_camids, 10, 4, 5)
+    np.testing.assert_allclose(result.cmc, cmc_ref, atol=1e-12)
+    np.testing.assert_array_equal(result.valid_query, ~np.isnan(ref["ap"]))
+    np.testing.assert_allclose(result.average_precision, ref["ap"], atol=1e-12)
+    np.testing.assert_allclose(result.inverse_negative_penalty, ref["inp"], atol=1e-12)
+    np.testing.assert_allclose(result.first_match_rank, ref["first_rank"], atol=1e-12)
+    valid = result.valid_query
+    assert result.map_at_r == pytest.approx(np.mean(ref["map_at_r"][valid]), abs=1e-12)
+    assert result.r_precision == pytest.approx(np.mean(ref["r_precision"][valid]), abs=1e-12)
+    # One true match per sampled list: INP = AP, and MAP@R = R-precision = [rank 1].
+    np.testing.assert_allclose(result.inverse_negative_penalty, result.average_precision)
+    assert result.map_at_r == pytest.approx(result.cmc[0]) and result.r_precision == pytest.approx(result.cmc[0])
+
+
 def test_single_gallery_shot_is_seeded_and_chunk_independent() -> None:
     rng = np.random.default_rng(6)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 21, 61, integer_distances=False)  # odd sizes
@@ -284,12 +438,10 @@ def test_cuda_matches_cpu() -> None:
     np.testing.assert_allclose(sgs_gpu.average_precision, sgs_cpu.average_precision, atol=1e-12)
 
 
-def test_short_list_split_into_slices_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Force the per-chunk list of close items to be processed a few items at a time.
-    monkeypatch.setattr(rank, "_REDUCED_CAP", 7)
+def test_ambiguous_items_split_into_pieces_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Force the per-slice list of ambiguous items to be settled a few items at a time.
+    monkeypatch.setattr(match_ranks, "_EXACT_CAP", 7)
     rng = np.random.default_rng(9)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 30, 80)
-    cmc_ref, map_ref, ap_ref = brute_force_market(dist, q_pids, g_pids, q_camids, g_camids, 20)
     result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
-    np.testing.assert_allclose(result.cmc, cmc_ref, atol=1e-12)
-    np.testing.assert_allclose(result.average_precision, ap_ref, atol=1e-12)
+    assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)

@@ -1,4 +1,4 @@
-"""Evaluation: distances, CMC/mAP with the Market-1501 rule, k-reciprocal re-ranking.
+"""Evaluation: distances, CMC/mAP/mINP/MAP@R with the Market-1501 rule, k-reciprocal re-ranking.
 
 Chapters: 01 (the protocol, worked by hand), 03 (re-ranking), ``book/evaluation_at_scale.md``
 (MSMT17-sized test sets).
@@ -15,6 +15,8 @@ from reid_core.evaluation.distance import (
     pairwise_distance,
     set_cpu_matmul,
 )
+from reid_core.evaluation.match_ranks import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
+from reid_core.evaluation.query_metrics import QueryMetrics, query_metrics
 from reid_core.evaluation.rank import (
     DistanceSource,
     RankResult,
@@ -32,6 +34,12 @@ from reid_core.evaluation.rerank import (
 )
 
 __all__ = [
+    "GalleryGroups",
+    "GridWorkspace",
+    "QueryMetrics",
+    "grid_working_bytes",
+    "match_ranks",
+    "query_metrics",
     "DistanceSource",
     "GalleryIndex",
     "INDEX_KINDS",
