@@ -5,33 +5,48 @@ Chapters: every notebook trains and evaluates through it.
 """
 
 from reid_core.engine.callbacks import FreezeBackboneBN
-from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from reid_core.engine.evaluate import EvalResult, evaluate_distance, evaluate_reid, metrics_from_cmc
 from reid_core.engine.features import Features, extract_features
+from reid_core.engine.fingerprint import (
+    FINGERPRINT_KEY,
+    NOT_RECIPE,
+    CheckpointMismatchError,
+    check_fingerprint,
+    fingerprint_differences,
+    run_fingerprint,
+)
 from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
-from reid_core.engine.schedules import AdaptiveLossStep, SCHEDULES, build_lr_schedule
+from reid_core.engine.schedules import SCHEDULES, AdaptiveLossStep, build_lr_schedule
 from reid_core.engine.trainer import Callback, TrainConfig, Trainer, default_device, seed_everything
 
 __all__ = [
     "AdaptiveLossStep",
     "Callback",
     "CheckpointError",
+    "CheckpointMismatchError",
     "EvalResult",
+    "FINGERPRINT_KEY",
     "Features",
     "FreezeBackboneBN",
+    "NOT_RECIPE",
     "SCHEDULES",
     "TrainConfig",
     "Trainer",
     "build_lr_schedule",
     "build_test_loader",
     "build_train_loader",
+    "check_fingerprint",
     "default_device",
     "default_workers",
     "evaluate_distance",
     "evaluate_reid",
     "extract_features",
+    "fingerprint_differences",
     "load_checkpoint",
     "metrics_from_cmc",
+    "remove_stale_temp_files",
+    "run_fingerprint",
     "save_checkpoint",
     "seed_everything",
 ]

@@ -593,7 +593,12 @@ def _check_lengths(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_
 
 
 def _as_id_tensor(x: ArrayLike, name: str, device: torch.device) -> Tensor:
-    """An integer id array as an int64 tensor on ``device``."""
+    """An integer id array as an int64 tensor on ``device``; anything else is a ValueError naming ``name``."""
+    if not isinstance(x, Tensor):
+        array = np.asarray(x)
+        if array.dtype.kind not in "iu":  # strings, objects, floats, booleans
+            raise ValueError(f"{name} must hold integers, got numpy dtype {array.dtype} (e.g. {array.flat[0]!r})")
+        x = array
     t = torch.as_tensor(x)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
