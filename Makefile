@@ -1,7 +1,7 @@
 # reid-book: the two jobs a newcomer runs.
 #   make book   set up .venv, render SynthReID, run every notebook (papermill, synth profile), build the book
 #   make test   set up .venv, run the unit tests and the notebook/book tests (smoke profile)
-# Re-running skips what is done; `make book FORCE=1` re-runs the notebooks.
+# Re-running skips what is done; `make book FORCE=1` re-runs the notebooks (FORCE=0 or unset does not).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reid-book-installed
 PROFILE ?= synth
 FORCE ?=
+ifneq ($(filter-out 0 1 yes no true false,$(FORCE)),)
+  $(error FORCE must be 1 (re-run the notebooks) or 0, got '$(FORCE)')
+endif
 PYTEST_ARGS ?=
 
 .PHONY: all book notebooks data test unit-test lint format venv browser clean-book clean
@@ -30,7 +33,7 @@ data: $(STAMP)
 	$(PY) tools/render_data.py --profile $(PROFILE)
 
 notebooks: data
-	$(PY) tools/run_notebooks.py --profile $(PROFILE) $(if $(FORCE),--force,)
+	$(PY) tools/run_notebooks.py --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force,)
 
 book: notebooks
 	$(PY) tools/build_book.py

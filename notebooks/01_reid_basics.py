@@ -43,8 +43,8 @@
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
 dataset = "synthreid"  # paper profile: market1501 | dukemtmcreid | cuhk03 | msmt17 | synthreid
-data_root = "../data"  # folder holding the datasets; SynthReID is rendered under data_root/synthreid/
-results_dir = "../results"  # results JSON: results_dir/01_reid_basics/<run>.json
+data_root = None  # the datasets' folder (None: data/ of the repository); SynthReID goes to data_root/synthreid/
+results_dir = None  # results JSON: results_dir/01_reid_basics/<run>.json (None: results/ of the repository)
 device = "auto"  # auto | cpu | cuda
 seed = 0
 overrides = {}  # change profile entries, e.g. {"epochs": 30, "lr": 5e-4}
@@ -69,8 +69,8 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, paper_results_for, paper_results_markdown, plot_cmc, plot_history, plot_ranked_lists, resolve_device, select_profile,
-    show_images, write_result,
+    check_injected_parameters, checkpoint_dir, paper_results_for, paper_results_markdown, plot_cmc, plot_history,
+    plot_ranked_lists, resolve_device, resolve_path, select_profile, show_images, write_result,
 )
 from reid_core.data import build_dataset, prepare_synthreid, SynthReID
 from reid_core.engine import (
@@ -80,6 +80,10 @@ from reid_core.engine import (
 from reid_core.evaluation import compute_distance_matrix, evaluate_rank
 from reid_core.losses import BaselineLoss
 from reid_core.models import BaselineNet, color_histogram_features
+
+check_injected_parameters(globals())  # a misspelt or mistyped papermill parameter stops the run here
+data_root = resolve_path(data_root, "data", "data_root")  # None: the repository's data/; relative: to the run's folder
+results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(preset="smoke", backbone="resnet18", pretrained=False, height=64, width=32, epochs=2,

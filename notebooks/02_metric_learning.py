@@ -55,8 +55,8 @@
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
 dataset = "synthreid"  # paper profile: market1501 | dukemtmcreid | cuhk03 | msmt17 | synthreid
-data_root = "../data"  # folder holding the datasets; SynthReID is rendered under data_root/synthreid/
-results_dir = "../results"  # results JSON: results_dir/02_metric_learning/<run>.json
+data_root = None  # the datasets' folder (None: data/ of the repository); SynthReID goes to data_root/synthreid/
+results_dir = None  # results JSON: results_dir/02_metric_learning/<run>.json (None: results/ of the repository)
 device = "auto"  # auto | cpu | cuda
 seed = 0
 overrides = {}  # change profile entries, e.g. {"epochs": 12}
@@ -90,7 +90,8 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, format_mean_std, paper_results_for, paper_results_markdown, resolve_device, select_profile, write_result,
+    check_injected_parameters, checkpoint_dir, format_mean_std, paper_results_for, paper_results_markdown, resolve_device,
+    resolve_path, select_profile, write_result,
 )
 from reid_core.chapters.metric_learning import (
     angular_statistics, embed, head_parameter_count, leave_one_out_retrieval, make_pk_loader, plot_digit_grid,
@@ -104,6 +105,10 @@ from reid_core.losses import (
     sphereface_psi, TripletLoss,
 )
 from reid_core.models import build_backbone, count_parameters, DigitsConvNet, EmbeddingNet
+
+check_injected_parameters(globals())  # a misspelt or mistyped papermill parameter stops the run here
+data_root = resolve_path(data_root, "data", "data_root")  # None: the repository's data/; relative: to the run's folder
+results_dir = resolve_path(results_dir, "results", "results_dir")
 
 TOY = dict(embedding_dim=3, test_fraction=0.3, batch_size=120, num_instances=12, lr=3e-3)
 PROFILES = {

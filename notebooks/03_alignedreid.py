@@ -55,8 +55,8 @@
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
 dataset = "synthreid"  # paper profile: market1501 | cuhk03 | dukemtmcreid | msmt17 | synthreid
-data_root = "../data"  # folder holding the datasets; SynthReID is rendered under data_root/synthreid/
-results_dir = "../results"  # results JSON go to results_dir/03_alignedreid/<run>.json
+data_root = None  # the datasets' folder (None: data/ of the repository); SynthReID goes to data_root/synthreid/
+results_dir = None  # results JSON: results_dir/03_alignedreid/<run>.json (None: results/ of the repository)
 device = "auto"  # auto | cpu | cuda
 seed = 0
 cuhk03_split = "detected"  # paper profile on cuhk03: detected (the re-production's default) | labeled
@@ -89,7 +89,11 @@ overrides = {}  # change profile entries, e.g. {"epochs": 6, "mutual": False}
 #   weights are not known). Re-ranking: k1=20, k2=6, lambda=0.3.
 
 # %%
-from reid_core.book import select_profile
+from reid_core.book import check_injected_parameters, resolve_path, select_profile
+
+check_injected_parameters(globals())  # a misspelt or mistyped papermill parameter stops the run here
+data_root = resolve_path(data_root, "data", "data_root")  # None: the repository's data/; relative: to the run's folder
+results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(

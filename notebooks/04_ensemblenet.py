@@ -42,8 +42,8 @@
 # %% tags=["parameters"]
 profile = "synth"  # smoke | synth | paper
 dataset = "synthreid"  # paper profile: market1501 | dukemtmcreid | cuhk03 | msmt17 | synthreid
-data_root = "../data"  # folder holding the datasets; SynthReID is rendered under data_root/synthreid/
-results_dir = "../results"  # results JSON go to results_dir/<notebook>/<run>.json
+data_root = None  # the datasets' folder (None: data/ of the repository); SynthReID goes to data_root/synthreid/
+results_dir = None  # results JSON: results_dir/04_ensemblenet/<run>.json (None: results/ of the repository)
 device = "auto"  # auto | cpu | cuda
 seed = 0
 overrides = {}  # change profile entries, e.g. {"branches": [1, 2, 3, 4, 5], "epochs": 30, "ensemble_size": 0}
@@ -75,7 +75,11 @@ cuhk03_split = "labeled"  # paper profile on cuhk03: labeled | detected
 #   These are **not confirmed** for this paper.
 
 # %%
-from reid_core.book import select_profile
+from reid_core.book import check_injected_parameters, resolve_path, select_profile
+
+check_injected_parameters(globals())  # a misspelt or mistyped papermill parameter stops the run here
+data_root = resolve_path(data_root, "data", "data_root")  # None: the repository's data/; relative: to the run's folder
+results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(

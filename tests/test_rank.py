@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_core.evaluation import distance, match_ranks, rank
+from reid_core.evaluation import distance, rank, rank_counts
 from reid_core.evaluation.distance import compute_distance_matrix
 from reid_core.evaluation.rank import evaluate_features, evaluate_rank, evaluate_rank_detailed
 
@@ -125,8 +125,8 @@ def test_matches_brute_force_from_strong_to_near_random_models() -> None:
 def test_grid_resolution_changes_nothing(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
     # One cell per row makes nearly every item ambiguous (settled by the exact search); very
     # many cells settle nearly every item by its cell alone. Both must give the same answer.
-    monkeypatch.setattr(match_ranks, "_MIN_CELLS", cells)
-    monkeypatch.setattr(match_ranks, "_MAX_CELLS", cells)
+    monkeypatch.setattr(rank_counts, "_MIN_CELLS", cells)
+    monkeypatch.setattr(rank_counts, "_MAX_CELLS", cells)
     for integer_distances in (True, False):
         dist, q_pids, g_pids, q_camids, g_camids = random_problem(np.random.default_rng(7), 25, 90, integer_distances=integer_distances)
         result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
@@ -440,7 +440,7 @@ def test_cuda_matches_cpu() -> None:
 
 def test_ambiguous_items_split_into_pieces_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     # Force the per-slice list of ambiguous items to be settled a few items at a time.
-    monkeypatch.setattr(match_ranks, "_EXACT_CAP", 7)
+    monkeypatch.setattr(rank_counts, "_EXACT_CAP", 7)
     rng = np.random.default_rng(9)
     dist, q_pids, g_pids, q_camids, g_camids = random_problem(rng, 30, 80)
     result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)

@@ -9,6 +9,12 @@ that ran it under ``metadata.reid_book.hardware`` (CPU model and cores, GPUs, to
 the book's run-time tables, and its repository, home and python folders under
 ``metadata.reid_book.paths``, which the book replaces by relative paths wherever they appear.
 
+Before anything runs, every parameter is checked against the notebooks' ``parameters`` cells
+(``reid_core.book.parameters``): a name no selected notebook declares, or a value of the wrong
+type, stops with the valid names (a name only some notebooks declare goes to those only).
+Relative folders (``--data-root``, ``--results-dir``, ``-p data_root ...``) are taken relative
+to the folder this script is run from and passed on as absolute paths.
+
 Usage:
     python tools/run_notebooks.py --profile synth
     python tools/run_notebooks.py --profile smoke --out-dir /tmp/x --only 01_reid_basics
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,8 +37,11 @@ import jupytext
 import nbformat
 import papermill
 
+from reid_core.book.parameters import Parameter, check_parameters, notebook_parameters, parse_parameter_text
+
 ROOT = Path(__file__).resolve().parents[1]
 STAMP_KEY = "reid_book"
+FOLDER_PARAMETERS = ("data_root", "results_dir")
 
 
 def notebook_sources(only: list[str] | None = None) -> list[Path]:
@@ -44,12 +54,44 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def _parse_value(text: str) -> object:
-    """``-p`` values: JSON when it parses (numbers, booleans, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def notebook_run_parameters(sources: list[Path], common: dict[str, object],
+                            texts: list[tuple[str, str]]) -> dict[Path, dict[str, object]]:
+    """The checked parameters of each notebook: ``common`` plus the ``-p`` ones it declares.
+
+    Args:
+        sources: the notebooks to run.
+        common: parameters every notebook declares (profile, data_root, results_dir).
+        texts: the ``-p key value`` pairs as typed (parsed per notebook, see ``parse_parameter_text``).
+
+    Raises:
+        SystemExit: a ``-p`` name no notebook declares, or a value of the wrong type (the
+            message names the notebook, the parameter and the valid names or type).
+    """
+    declared = {source: notebook_parameters(source) for source in sources}
+    unknown = sorted({key for key, _ in texts if all(key not in d for d in declared.values())})
+    chosen: dict[Path, dict[str, object]] = {}
+    for source in sources:
+        parameters = dict(common)
+        known: dict[str, Parameter] = declared[source]
+        if unknown:
+            parameters.update({key: None for key in unknown})  # reported by check_parameters below
+        for key, text in texts:
+            if key in FOLDER_PARAMETERS:
+                parameters[key] = text  # a folder named "2024" stays a str
+            elif key in known:
+                parameters[key] = parse_parameter_text(text, known[key])
+            elif key not in unknown:
+                print(f"[note] {source.stem} has no parameter {key!r}; it is passed only to the notebooks that "
+                      f"declare it", flush=True)
+        for key in FOLDER_PARAMETERS:  # relative to where this script runs, not to notebooks/
+            if isinstance(parameters.get(key), str):
+                parameters[key] = os.path.abspath(os.path.expanduser(str(parameters[key])))
+        try:
+            check_parameters(parameters, known, where=source.name)
+        except (ValueError, TypeError) as error:
+            raise SystemExit(f"[fail] {error}") from None
+        chosen[source] = parameters
+    return chosen
 
 
 def _stamp(source: Path, parameters: dict[str, object]) -> dict[str, str]:
@@ -145,16 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     parser.add_argument("--force", action="store_true", help="re-run notebooks that are up to date")
     args = parser.parse_args(argv)
-    parameters: dict[str, object] = {
+    common: dict[str, object] = {
         "profile": args.profile,
         "data_root": str(Path(args.data_root).resolve()),
         "results_dir": str(Path(args.results_dir).resolve()),
     }
-    parameters.update({k: _parse_value(v) for k, v in args.parameter})
+    sources = notebook_sources(args.only)
+    parameters = notebook_run_parameters(sources, common, [(k, v) for k, v in args.parameter])  # all before any run
     start = time.perf_counter()
     hardware = machine_hardware()
-    for source in notebook_sources(args.only):
-        run_notebook(source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters, force=args.force,
+    for source in sources:
+        run_notebook(source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters[source], force=args.force,
                      hardware=hardware)
     print(f"all notebooks done in {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -3,7 +3,11 @@
 Every chapter defines ``PROFILES = {"smoke": {...}, "synth": {...}, "paper": {...}}`` (the
 recipe of each run size) and takes ``profile`` and ``overrides`` as papermill parameters. A
 misspelt profile or override key must stop the run at once with the valid choices, not be
-ignored and leave the reader wondering why a change did nothing.
+ignored and leave the reader wondering why a change did nothing; and an override must keep the
+type of the setting (``{"epochs": 2.5}`` would otherwise run 3 epochs, ``{"epochs": "2"}`` fail
+deep inside the trainer). A setting's types are those of its values in all the profiles
+(``max_iters`` is 3 in one and ``None`` in another: it takes an int or None), under the rule of
+:func:`reid_core.book.parameters.accepts` (an int stays an int, a float accepts an int).
 
 :func:`read_notebook_profiles` reads a notebook's ``PROFILES`` without running it, so a script
 (``tools/train_ddp.py``) trains with the notebook's own recipe instead of a copy of it.
@@ -19,7 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_notebook_profiles", "select_profile"]
+from reid_core.book.parameters import accepts, describe_types
+
+__all__ = ["read_notebook_profiles", "select_profile", "setting_types"]
 
 
 def select_profile(
@@ -37,7 +43,8 @@ def select_profile(
 
     Raises:
         ValueError: for an unknown profile or override key (the message lists the valid ones).
-        TypeError: when ``overrides`` is not a mapping (e.g. a JSON string from the command line).
+        TypeError: when ``overrides`` is not a mapping (e.g. a JSON string from the command line),
+            or an override's value has another type than the setting's (the message names both).
     """
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {sorted(profiles)}")
@@ -47,6 +54,11 @@ def select_profile(
     unknown = sorted(set(overrides) - set(profiles[profile]))
     if unknown:
         raise ValueError(f"overrides has unknown keys {unknown}; valid keys: {sorted(profiles[profile])}")
+    for key, value in overrides.items():
+        types = setting_types(profiles, key)
+        if not accepts(types, value):
+            raise TypeError(f"overrides[{key!r}] must be {describe_types(types)} like the profiles' values "
+                            f"{[p.get(key) for p in profiles.values()]}, got {type(value).__name__} {value!r}")
     return {**profiles[profile], **overrides}
 
 
@@ -90,3 +102,23 @@ def _literal_recipe(node: ast.expr, path: Path, name: object) -> dict[str, Any]:
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: profile {name!r} must be a dict, got {type(recipe).__name__}")
     return recipe
+def setting_types(profiles: Mapping[str, Mapping[str, Any]], key: str) -> tuple[type, ...]:
+    """The types a setting takes: those of its values in every profile (None included).
+
+    Returns:
+        e.g. ``(int, NoneType)``; empty (anything) when the setting is None in every profile.
+    """
+    types: list[type] = []
+    for recipe in profiles.values():
+        if key not in recipe:
+            continue
+        value = recipe[key]
+        kind = type(value)
+        if isinstance(value, tuple):
+            kind = list  # a list from JSON replaces a tuple (accepts() takes either)
+        elif isinstance(value, Mapping):
+            kind = dict
+        types.append(kind)
+    if all(kind is type(None) for kind in types):
+        return ()
+    return tuple(dict.fromkeys(types))

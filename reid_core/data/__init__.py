@@ -5,15 +5,19 @@ Chapters: every notebook; ``book/datasets.md`` documents the layouts and the pro
 
 from reid_core.data.base import (
     DatasetLayoutError,
+    DatasetNote,
     IMAGE_EXTENSIONS,
     Item,
     MARKET_NAME_PATTERN,
     ReIDDataset,
     drop_junk,
+    extension_case_twins,
     find_dataset_dir,
     list_images,
+    not_read_note,
     parse_market_folder,
     relabel,
+    report_notes,
 )
 from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
 from reid_core.data.dukemtmc import DukeMTMCreID
@@ -47,6 +51,7 @@ __all__ = [
     "CUHK03",
     "DATASETS",
     "DatasetLayoutError",
+    "DatasetNote",
     "DigitsSplit",
     "DukeMTMCreID",
     "IMAGENET_MEAN",
@@ -74,10 +79,12 @@ __all__ = [
     "denormalize",
     "drop_junk",
     "ensure_synthreid",
+    "extension_case_twins",
     "extract_cuhk03_images",
     "find_dataset_dir",
     "list_images",
     "load_digits_split",
+    "not_read_note",
     "parse_market_folder",
     "prepare_synthreid",
     "preset_root",
@@ -87,4 +94,5 @@ __all__ = [
     "read_msmt17_list",
     "relabel",
     "render_synthreid",
+    "report_notes",
 ]

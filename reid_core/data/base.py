@@ -11,19 +11,25 @@ Chapter: 01 (the datasets and their statistics).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
     "DatasetLayoutError",
+    "DatasetNote",
     "Item",
     "ReIDDataset",
     "IMAGE_EXTENSIONS",
     "MARKET_NAME_PATTERN",
     "find_dataset_dir",
+    "extension_case_twins",
     "list_images",
+    "not_read_note",
+    "report_notes",
     "parse_market_folder",
     "relabel",
     "drop_junk",
@@ -33,8 +39,8 @@ Item = tuple[str, int, int]
 """One sample: ``(image path, person id, 0-based camera id)``."""
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-"""File endings read as images; other files (e.g. Market-1501's ``Thumbs.db``) are counted
-and reported, never parsed."""
+"""File endings read as images; every other entry of a folder (Market-1501's ``Thumbs.db``, a
+sub-folder, a link to a folder) is counted and reported, never parsed."""
 
 MARKET_NAME_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")
 """Market-1501 style file names, ``0002_c1s1_000451_03.jpg``: group 1 the pid (-1 junk,
@@ -46,6 +52,21 @@ class DatasetLayoutError(ValueError):
 
     The message names the offending path and describes the layout expected there.
     """
+
+
+class DatasetNote(UserWarning):
+    """Something about a dataset folder worth knowing that does not stop the reading: entries not
+    read, a list file's byte-order mark, duplicated list lines, images whose extensions differ only
+    in case. Readers print it with the statistics (``verbose=True``) or warn with this class."""
+
+
+def report_notes(notes: Sequence[str], verbose: bool) -> None:
+    """Print each note (``verbose``) or issue it as a :class:`DatasetNote` warning: never drop one."""
+    for note in notes:
+        if verbose:
+            print(f"note: {note}")
+        else:
+            warnings.warn(note, DatasetNote, stacklevel=3)
 
 
 def find_dataset_dir(root: str | os.PathLike[str], folder_names: Sequence[str], marker: str,
@@ -89,22 +110,84 @@ def list_images(folder: Path, layout: str) -> tuple[list[Path], list[Path]]:
         layout: a description of the expected layout, for error messages.
 
     Returns:
-        ``(images, others)``: image files (by extension, see :data:`IMAGE_EXTENSIONS`) and
-        the other files, both sorted.
+        ``(images, others)``: image files (by extension, see :data:`IMAGE_EXTENSIONS`; a link to
+        an image file counts) and every other entry, not read (other files, sub-folders, links
+        to folders), both sorted.
 
     Raises:
-        DatasetLayoutError: the folder is missing or holds no image.
+        DatasetLayoutError: the folder is missing or holds no image, or it holds a symbolic link
+            that leads nowhere (a dangling link, e.g. into an unmounted disk, or a loop).
     """
     if not folder.is_dir():
         raise DatasetLayoutError(f"missing folder '{folder}'. Expected {layout}")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    images, others = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() and not entry.exists():
+            _raise_broken_link(entry)
+        if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(entry)
+        else:
+            others.append(entry)
     if not images:
         raise DatasetLayoutError(
             f"folder '{folder}' holds no image ({sorted(IMAGE_EXTENSIONS)}). Expected {layout}"
         )
     return images, others
+
+
+def _raise_broken_link(link: Path) -> None:
+    try:
+        os.stat(link)
+    except OSError as error:
+        why = "loops back on itself" if error.errno == errno.ELOOP else "does not exist"
+    else:  # pragma: no cover - the caller saw it broken; it came back in between
+        return
+    raise DatasetLayoutError(
+        f"'{link}' is a symbolic link to '{os.readlink(link)}', which {why} (an unmounted disk or a moved "
+        f"dataset?); the image behind it cannot be read. Repair or remove the link."
+    )
+
+
+def extension_case_twins(paths: Iterable[str | os.PathLike[str]]) -> list[list[Path]]:
+    """Groups of images that differ only in the case of their extension (``a.jpg`` and ``a.JPG``).
+
+    Both are read as two images; usually one is an accidental copy, which would count twice.
+
+    Returns:
+        One sorted list of two or more paths per group, the groups sorted.
+    """
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for path in map(Path, paths):
+        groups.setdefault((path.with_suffix(""), path.suffix.lower()), []).append(path)
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
+
+
+def not_read_note(folder: Path, others: Sequence[Path], twins: Sequence[Sequence[Path]]) -> list[str]:
+    """The reader's note on a dataset folder: what was not read, and the twins that were.
+
+    Args:
+        folder: the dataset folder (the note names entries relative to it).
+        others: entries not read (from :func:`list_images`).
+        twins: from :func:`extension_case_twins`.
+
+    Returns:
+        Zero, one or two lines.
+    """
+    def name(path: Path) -> str:
+        relative = path.relative_to(folder) if path.is_relative_to(folder) else path
+        return f"{relative}/" if path.is_dir() else str(relative)
+
+    notes = []
+    if others:
+        more = f", ... ({len(others) - 10} more)" if len(others) > 10 else ""
+        shown = ", ".join(name(p) for p in others[:10]) + more
+        entries = "entry" if len(others) == 1 else "entries"
+        notes.append(f"{len(others)} {entries} under '{folder}' not read (not image files: {shown})")
+    if twins:
+        shown = "; ".join(" and ".join(name(p) for p in group) for group in twins[:5])
+        notes.append(f"{len(twins)} image(s) under '{folder}' have a twin whose extension differs only in case "
+                     f"({shown}); both are read, so a copy counts twice: remove one of each pair")
+    return notes
 
 
 def parse_market_folder(folder: Path, layout: str, num_cameras: int | None) -> tuple[list[Item], list[Path]]:
@@ -120,7 +203,7 @@ def parse_market_folder(folder: Path, layout: str, num_cameras: int | None) -> t
 
     Returns:
         ``(items, ignored)``: ``(path, pid, camid)`` with camid 0-based, in file-name order,
-        and the non-image files that were not read.
+        and the entries that were not read (non-image files, folders).
 
     Raises:
         DatasetLayoutError: missing/empty folder, a file name that does not parse, or a

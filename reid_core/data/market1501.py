@@ -25,9 +25,12 @@ from reid_core.data.base import (
     DatasetLayoutError,
     Item,
     ReIDDataset,
+    extension_case_twins,
     find_dataset_dir,
+    not_read_note,
     parse_market_folder,
     relabel,
+    report_notes,
 )
 
 __all__ = ["Market1501", "MarketLayoutDataset", "read_market_layout", "MARKET_SUBFOLDERS"]
@@ -47,7 +50,8 @@ def read_market_layout(dataset_dir: Path, layout: str, num_cameras: int | None,
         num_cameras: camera numbers must lie in ``1..num_cameras`` (``None``: any).
         extra_gallery_dirs: further folders under ``dataset_dir`` whose images join the gallery
             (e.g. Market-1501+500k's ``images``).
-        verbose: report the non-image files that were not read.
+        verbose: print the note on the entries not read and the extension-case twins (else it
+            is a :class:`~reid_core.data.base.DatasetNote` warning).
 
     Returns:
         ``(train, query, gallery)``; train relabelled to ``0..C-1``, junk (-1) dropped.
@@ -61,9 +65,8 @@ def read_market_layout(dataset_dir: Path, layout: str, num_cameras: int | None,
         extra_items, extra_ignored = parse_market_folder(dataset_dir / extra, layout, num_cameras)
         gallery += extra_items
         ignored += extra_ignored
-    if ignored and verbose:
-        names = ", ".join(sorted({p.name for p in ignored}))
-        print(f"note: {len(ignored)} non-image file(s) under '{dataset_dir}' not read ({names})")
+    twins = extension_case_twins(path for path, _, _ in train + query + gallery)
+    report_notes(not_read_note(dataset_dir, ignored, twins), verbose)
     return relabel(train), query, gallery
 
 

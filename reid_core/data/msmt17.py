@@ -20,11 +20,12 @@ Chapter: 01 (the datasets and their statistics).
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 from typing import Literal
 
-from reid_core.data.base import DatasetLayoutError, Item, ReIDDataset, relabel
+from reid_core.data.base import DatasetLayoutError, Item, ReIDDataset, relabel, report_notes
 
 __all__ = ["MSMT17", "read_msmt17_list"]
 
@@ -42,42 +43,68 @@ LAYOUT = (
 )
 
 
-def read_msmt17_list(list_path: Path, image_dir: Path) -> list[Item]:
+def read_msmt17_list(list_path: Path, image_dir: Path, notes: list[str] | None = None) -> list[Item]:
     """Parse one MSMT17 list file.
+
+    A UTF-8 byte-order mark at its start (an editor on Windows adds one) is skipped, and a line
+    that repeats an earlier one is read once; both are reported in ``notes``.
 
     Args:
         list_path: e.g. ``MSMT17_V1/list_train.txt``.
         image_dir: the folder the listed paths are relative to.
+        notes: if given, the reader's notes on this list are appended to it.
 
     Returns:
-        ``(path, pid, camid)`` per non-empty line, pid as listed, camid = camera field - 1.
+        ``(path, pid, camid)`` per distinct non-empty line, pid as listed, camid = camera field - 1.
 
     Raises:
         DatasetLayoutError: a missing or empty list, a line that does not parse, a camera
-            outside 1..15, or a listed image that does not exist.
+            outside 1..15, an image listed twice with two pids, or a listed image that does
+            not exist.
     """
     if not list_path.is_file():
         raise DatasetLayoutError(f"MSMT17: missing list file '{list_path}'. Expected {LAYOUT}")
+    raw = list_path.read_bytes()
+    notes = [] if notes is None else notes
+    if raw.startswith(codecs.BOM_UTF8):
+        notes.append(f"MSMT17: '{list_path}' starts with a UTF-8 byte-order mark; it was skipped")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetLayoutError(f"MSMT17: list file '{list_path}' is not UTF-8 text ({error})") from error
     items: list[Item] = []
-    with open(list_path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            where = f"'{list_path}' line {line_number} ({line.strip()!r})"
-            if len(fields) != 2:
-                raise DatasetLayoutError(f"MSMT17: {where} does not read '<relative path> <pid>'")
-            rel_path, pid_text = fields
-            name_fields = Path(rel_path).name.split("_")
-            try:
-                pid, camera = int(pid_text), int(name_fields[2])
-            except (ValueError, IndexError) as error:
-                raise DatasetLayoutError(
-                    f"MSMT17: {where} does not parse; expected e.g. '0000/0000_000_01_0303morning_0015_0.jpg 0'"
-                ) from error
-            if not 1 <= camera <= NUM_CAMERAS:
-                raise DatasetLayoutError(f"MSMT17: {where} has camera {camera}; expected 1..{NUM_CAMERAS}")
-            items.append((str(image_dir / rel_path), pid, camera - 1))
+    first_line: dict[str, tuple[int, int]] = {}  # relative path -> (line number, pid)
+    repeats: list[tuple[int, int]] = []  # (line, the earlier line it repeats)
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        where = f"'{list_path}' line {line_number} ({line.strip()!r})"
+        if len(fields) != 2:
+            raise DatasetLayoutError(f"MSMT17: {where} does not read '<relative path> <pid>'")
+        rel_path, pid_text = fields
+        name_fields = Path(rel_path).name.split("_")
+        try:
+            pid, camera = int(pid_text), int(name_fields[2])
+        except (ValueError, IndexError) as error:
+            raise DatasetLayoutError(
+                f"MSMT17: {where} does not parse; expected e.g. '0000/0000_000_01_0303morning_0015_0.jpg 0'"
+            ) from error
+        if not 1 <= camera <= NUM_CAMERAS:
+            raise DatasetLayoutError(f"MSMT17: {where} has camera {camera}; expected 1..{NUM_CAMERAS}")
+        if rel_path in first_line:
+            earlier, earlier_pid = first_line[rel_path]
+            if earlier_pid != pid:
+                raise DatasetLayoutError(f"MSMT17: {where} lists the image of line {earlier} again with "
+                                         f"another pid ({earlier_pid} there)")
+            repeats.append((line_number, earlier))
+            continue
+        first_line[rel_path] = (line_number, pid)
+        items.append((str(image_dir / rel_path), pid, camera - 1))
+    if repeats:
+        shown = ", ".join(f"line {line} repeats line {earlier}" for line, earlier in repeats[:5])
+        notes.append(f"MSMT17: '{list_path}' has {len(repeats)} duplicated line(s) ({shown}"
+                     f"{', ...' if len(repeats) > 5 else ''}); each image was read once")
     if not items:
         raise DatasetLayoutError(f"MSMT17: list file '{list_path}' is empty")
     absent = [path for path, _, _ in items if not os.path.isfile(path)]
@@ -139,8 +166,10 @@ class MSMT17(ReIDDataset):
         _, train_names, test_names = VERSIONS[self.version]
         train_dir = _existing(self.dataset_dir, train_names)
         test_dir = _existing(self.dataset_dir, test_names)
-        train = read_msmt17_list(self.dataset_dir / "list_train.txt", train_dir)
-        train += read_msmt17_list(self.dataset_dir / "list_val.txt", train_dir)  # as torchreid
-        query = read_msmt17_list(self.dataset_dir / "list_query.txt", test_dir)
-        gallery = read_msmt17_list(self.dataset_dir / "list_gallery.txt", test_dir)
+        notes: list[str] = []
+        train = read_msmt17_list(self.dataset_dir / "list_train.txt", train_dir, notes)
+        train += read_msmt17_list(self.dataset_dir / "list_val.txt", train_dir, notes)  # as torchreid
+        query = read_msmt17_list(self.dataset_dir / "list_query.txt", test_dir, notes)
+        gallery = read_msmt17_list(self.dataset_dir / "list_gallery.txt", test_dir, notes)
+        report_notes(notes, verbose)
         super().__init__(relabel(train), query, gallery, name=f"MSMT17 ({self.version.upper()})", verbose=verbose)

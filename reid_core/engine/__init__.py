@@ -6,7 +6,6 @@ Chapters: every notebook trains and evaluates through it.
 """
 
 from reid_core.engine.callbacks import FreezeBackboneBN
-from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from reid_core.engine.distributed import (
     DistributedConfig,
     ParallelTraining,
@@ -16,10 +15,19 @@ from reid_core.engine.distributed import (
     shard_bounds,
     shutdown_distributed,
 )
+from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from reid_core.engine.evaluate import EvalResult, evaluate_distance, evaluate_reid, metrics_from_cmc
 from reid_core.engine.features import Features, extract_features
+from reid_core.engine.fingerprint import (
+    FINGERPRINT_KEY,
+    NOT_RECIPE,
+    CheckpointMismatchError,
+    check_fingerprint,
+    fingerprint_differences,
+    run_fingerprint,
+)
 from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
-from reid_core.engine.schedules import AdaptiveLossStep, SCHEDULES, build_lr_schedule
+from reid_core.engine.schedules import SCHEDULES, AdaptiveLossStep, build_lr_schedule
 from reid_core.engine.trainer import Callback, TrainConfig, Trainer, default_device, seed_everything
 
 __all__ = [
@@ -27,10 +35,13 @@ __all__ = [
     "Callback",
     "CheckpointError",
     "DistributedConfig",
+    "CheckpointMismatchError",
     "EvalResult",
+    "FINGERPRINT_KEY",
     "Features",
     "FreezeBackboneBN",
     "ParallelTraining",
+    "NOT_RECIPE",
     "SCHEDULES",
     "TrainConfig",
     "Trainer",
@@ -38,6 +49,7 @@ __all__ = [
     "build_lr_schedule",
     "build_test_loader",
     "build_train_loader",
+    "check_fingerprint",
     "default_device",
     "default_workers",
     "evaluate_distance",
@@ -45,8 +57,11 @@ __all__ = [
     "extract_features",
     "extract_features_distributed",
     "init_distributed",
+    "fingerprint_differences",
     "load_checkpoint",
     "metrics_from_cmc",
+    "remove_stale_temp_files",
+    "run_fingerprint",
     "save_checkpoint",
     "seed_everything",
     "shard_bounds",

@@ -2,12 +2,15 @@
 
 A checkpoint is written to a temporary file in the target folder, flushed to disk, then
 renamed over the target (``os.replace`` is atomic on POSIX), so a crash mid-write never leaves
-a truncated ``last.pt``. Loading uses ``weights_only=True``: only tensors, numbers, strings and
-containers of them are accepted, so a checkpoint cannot run code when it is opened.
+a truncated ``last.pt``. A process killed during a save (``kill -9``, a lost node) cannot remove
+its temporary file: :func:`remove_stale_temp_files` does it at the next start. Loading uses
+``weights_only=True``: only tensors, numbers, strings and containers of them are accepted, so a
+checkpoint cannot run code when it is opened.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -15,11 +18,39 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "CheckpointError"]
+
+
+_TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or holds something other than what was expected."""
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that interrupted saves of ``path`` left in its folder.
+
+    Call it when a run starts, before it writes: a folder belongs to one run at a time, so any
+    ``.<name>.*.tmp`` beside ``path`` is the remains of a killed save (as large as a checkpoint).
+
+    Args:
+        path: the checkpoint file, e.g. ``checkpoints/run/last.pt`` (it need not exist).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{_TEMP_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -35,7 +66,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -35,8 +36,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from reid_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from reid_core.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from reid_core.engine.distributed import DistributedConfig, ParallelTraining
+from reid_core.engine.fingerprint import FINGERPRINT_KEY, check_fingerprint, run_fingerprint
 from reid_core.engine.schedules import build_lr_schedule
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "seed_everything", "default_device"]
@@ -78,8 +80,10 @@ class TrainConfig:
         grad_clip: max gradient norm, or ``None``.
         max_iters_per_epoch: cap iterations per epoch (``None`` = the whole loader).
         checkpoint_dir: where ``last.pt`` goes; ``None`` = no checkpoints.
-        checkpoint_every: epochs between checkpoints.
-        resume: continue from ``checkpoint_dir/last.pt`` if it exists.
+        checkpoint_every: epochs between checkpoints (>= 1; the last epoch always checkpoints).
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists and was written by the
+            same run: same recipe, model, optimizer and data (:mod:`reid_core.engine.fingerprint`);
+            another run's checkpoint stops :meth:`Trainer.fit` with a ``CheckpointMismatchError``.
         seed: seeds Python, numpy and torch at the start of :meth:`Trainer.fit`.
         progress: show tqdm bars and a one-line summary per epoch, both on stderr (a notebook
             keeps them in its outputs; the book hides stderr and shows the history plots).
@@ -110,8 +114,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        counts = {"epochs": self.epochs, "checkpoint_every": self.checkpoint_every, "seed": self.seed}
+        if self.max_iters_per_epoch is not None:
+            counts["max_iters_per_epoch"] = self.max_iters_per_epoch
+        for name, value in counts.items():  # 2.5 epochs or "2" would fail (or round) far into a run
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"TrainConfig.{name} must be an int, got {type(value).__name__} {value!r}")
+            if name != "seed" and value < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {value}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -183,6 +193,7 @@ class Trainer:
         )
         self.lr_scale = 1.0  # callbacks (e.g. AdaptiveLossStep) may change it
         self.stop_training = False
+        self._fingerprint: dict[str, Any] | None = None
         self.state = _State()
 
     # ------------------------------------------------------------------ setup
@@ -229,12 +240,23 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
             "torch_rng": torch.get_rng_state(),
+            FINGERPRINT_KEY: self.fingerprint(),
         }
         if isinstance(self.criterion, nn.Module):
             state["criterion"] = self.criterion.state_dict()
         if self.use_cuda:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What this run trains: recipe, model, optimizer and data (:mod:`reid_core.engine.fingerprint`).
+
+        Taken when :meth:`fit` starts and kept, so that every checkpoint of the run holds the same
+        one (a graph sampler's number of batches changes once its first graph is built).
+        """
+        if self._fingerprint is None:
+            self._fingerprint = run_fingerprint(self.config, self.model, self.criterion, self.optimizer, self.loader)
+        return self._fingerprint
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -271,8 +293,15 @@ class Trainer:
         """Run the remaining epochs; returns the per-epoch history (also in ``self.state``)."""
         cfg = self.config
         seed_everything(cfg.seed + self.parallel.rank)  # each rank its own augmentations
+        self._fingerprint = None
+        fingerprint = self.fingerprint()  # before the first epoch changes anything
+        if self.checkpoint_path is not None and self.parallel.is_main:
+            for stale in remove_stale_temp_files(self.checkpoint_path):
+                warnings.warn(f"removed {stale}, the temporary file of a save that was interrupted", stacklevel=2)
         if cfg.resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
-            self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+            state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+            check_fingerprint(state, fingerprint, self.checkpoint_path)  # another run's checkpoint stops here
+            self.load_state_dict(state)
             if cfg.progress and self.parallel.is_main:
                 tqdm.write(f"resumed from {self.checkpoint_path} at epoch {self.state.epoch}")
         while self.state.epoch < cfg.epochs and not self.stop_training:

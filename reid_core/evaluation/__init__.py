@@ -15,8 +15,8 @@ from reid_core.evaluation.distance import (
     pairwise_distance,
     set_cpu_matmul,
 )
-from reid_core.evaluation.match_ranks import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
-from reid_core.evaluation.query_metrics import QueryMetrics, query_metrics
+from reid_core.evaluation.rank_counts import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
+from reid_core.evaluation.per_query_metrics import QueryMetrics, query_metrics
 from reid_core.evaluation.rank import (
     DistanceSource,
     RankResult,

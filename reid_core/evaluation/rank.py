@@ -13,11 +13,11 @@ and the :math:`i`-th of them at (1-based) rank :math:`r_{q,i}` of the filtered l
 
 where :math:`\mathcal{Q}` is the set of queries with :math:`n_q \ge 1` (the others are
 skipped, as torchreid and open-reid do, and counted). AP, INP, MAP@R and R-precision of one
-query are defined in :mod:`reid_core.evaluation.query_metrics`; all of them are functions
+query are defined in :mod:`reid_core.evaluation.per_query_metrics`; all of them are functions
 of the ranks :math:`r_{q,i}`, so one pass gives them all.
 
 **No sort.** The ranks are counts: :math:`r_{q,i} = i + \#\{\text{valid negatives ranked
-before match } i\}`. :mod:`reid_core.evaluation.match_ranks` finds them with a fixed number
+before match } i\}`. :mod:`reid_core.evaluation.rank_counts` finds them with a fixed number
 of passes over each row (an affine map onto a grid of cells, a table lookup, a histogram),
 so the time depends on Q and G, not on how deep a weak model leaves its true matches.
 
@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from reid_core.arrays import ArrayLike
 from reid_core.evaluation.distance import Metric, available_memory_bytes, check_memory, make_distance_fn
-from reid_core.evaluation.match_ranks import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
-from reid_core.evaluation.query_metrics import query_metrics
+from reid_core.evaluation.rank_counts import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
+from reid_core.evaluation.per_query_metrics import query_metrics
 
 __all__ = [
     "RankResult",
@@ -82,7 +82,7 @@ _PROGRESS_MIN_ELEMENTS = 200_000_000
 class RankResult:
     r"""Everything :func:`evaluate_rank_detailed` measures.
 
-    The per-query formulas are those of :mod:`reid_core.evaluation.query_metrics`; every
+    The per-query formulas are those of :mod:`reid_core.evaluation.per_query_metrics`; every
     mean below is over the valid queries (at least one true match in the filtered list).
 
     Attributes:
@@ -441,7 +441,12 @@ def _check_lengths(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_
 
 
 def _as_id_tensor(x: ArrayLike, name: str, device: torch.device) -> Tensor:
-    """An integer id array as an int64 tensor on ``device``."""
+    """An integer id array as an int64 tensor on ``device``; anything else is a ValueError naming ``name``."""
+    if not isinstance(x, Tensor):
+        array = np.asarray(x)
+        if array.dtype.kind not in "iu":  # strings, objects, floats, booleans
+            raise ValueError(f"{name} must hold integers, got numpy dtype {array.dtype} (e.g. {array.flat[0]!r})")
+        x = array
     t = torch.as_tensor(x)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")

@@ -115,6 +115,9 @@ class MetricCriterion(nn.Module):
         if self.head is None:
             raise ValueError(f"loss {self.name!r} has no classification head")
         if isinstance(self.head, nn.Linear):
+            if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_features:
+                raise ValueError(f"loss {self.name!r}: embeddings must be (B, {self.head.in_features}) (the head's "
+                                 f"embedding_dim), got {tuple(embeddings.shape)}")
             return self.head(embeddings)  # (B, C)
         return self.head(embeddings, labels)  # (B, C)
 

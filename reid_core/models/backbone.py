@@ -14,7 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -107,15 +110,27 @@ class ResNetBackbone(nn.Module):
 
 
 def _load_imagenet_state(name: str, weights: object) -> dict[str, Tensor]:
-    """Download (or read from the torch hub cache) ImageNet weights, with a clear offline error."""
+    """Download (or read from the torch hub cache) ImageNet weights, with an error that says what to do.
+
+    A cached file that cannot be read (a download cut short, a disk error) is named, to be
+    deleted; without a cached file the machine is taken to be offline.
+    """
+    url = weights.url  # type: ignore[attr-defined]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    was_cached = cached.is_file()
     try:
         return weights.get_state_dict(progress=True, check_hash=True)  # type: ignore[attr-defined]
-    except (OSError, RuntimeError) as err:  # URLError is an OSError
-        hub_dir = torch.hub.get_dir()
+    except Exception as err:  # URLError (an OSError), a bad zip or pickle, a hash mismatch
+        if was_cached:
+            raise RuntimeError(
+                f"pretrained=True for {name}: the cached ImageNet weights '{cached}' cannot be read "
+                f"({type(err).__name__}: {err}). The file is damaged (an interrupted download?): delete it, and "
+                f"the next run downloads it again from {url}."
+            ) from err
         raise RuntimeError(
-            f"pretrained=True for {name}: could not get the ImageNet weights from "
-            f"{weights.url} ({err}). This machine looks offline. Either download that file "  # type: ignore[attr-defined]
-            f"into {hub_dir}/checkpoints/ on a machine with internet, or pass pretrained=False."
+            f"pretrained=True for {name}: could not get the ImageNet weights from {url} "
+            f"({type(err).__name__}: {err}). This machine looks offline. Either download that file "
+            f"into {cached.parent}/ on a machine with internet, or pass pretrained=False."
         ) from err
 
 
