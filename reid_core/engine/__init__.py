@@ -1,5 +1,6 @@
 """Training and inference, paper-agnostic: the trainer (tqdm, AMP, checkpoints, callbacks), learning-rate
-schedules, data loaders, feature extraction and evaluation of a model on a query/gallery split.
+schedules, data loaders, feature extraction and evaluation of a model on a query/gallery split; numeric
+precision (float32, AMP, bfloat16) and independent runs side by side, one process per core.
 
 Chapters: every notebook trains and evaluates through it.
 """
@@ -9,7 +10,21 @@ from reid_core.engine.checkpoint import CheckpointError, load_checkpoint, save_c
 from reid_core.engine.evaluate import EvalResult, evaluate_distance, evaluate_reid, metrics_from_cmc
 from reid_core.engine.features import Features, extract_features
 from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
-from reid_core.engine.schedules import AdaptiveLossStep, SCHEDULES, build_lr_schedule
+from reid_core.engine.parallel_runs import (
+    RunFailedError,
+    RunOutcome,
+    default_run_workers,
+    run_side_by_side,
+    values_or_raise,
+)
+from reid_core.engine.precision import (
+    PRECISIONS,
+    autocast_context,
+    autocast_dtype,
+    check_precision,
+    cpu_has_native_bf16,
+)
+from reid_core.engine.schedules import SCHEDULES, AdaptiveLossStep, build_lr_schedule
 from reid_core.engine.trainer import Callback, TrainConfig, Trainer, default_device, seed_everything
 
 __all__ = [
@@ -19,19 +34,29 @@ __all__ = [
     "EvalResult",
     "Features",
     "FreezeBackboneBN",
+    "PRECISIONS",
+    "RunFailedError",
+    "RunOutcome",
     "SCHEDULES",
     "TrainConfig",
     "Trainer",
+    "autocast_context",
+    "autocast_dtype",
     "build_lr_schedule",
     "build_test_loader",
     "build_train_loader",
+    "check_precision",
+    "cpu_has_native_bf16",
     "default_device",
+    "default_run_workers",
     "default_workers",
     "evaluate_distance",
     "evaluate_reid",
     "extract_features",
     "load_checkpoint",
     "metrics_from_cmc",
+    "run_side_by_side",
     "save_checkpoint",
     "seed_everything",
+    "values_or_raise",
 ]

@@ -84,6 +84,7 @@ def evaluate_reid(
     device: torch.device | str | None = None,
     max_rank: int = 50,
     progress: bool = True,
+    precision: str = "auto",
 ) -> EvalResult:
     """Extract query and gallery features and evaluate with the Market-1501 protocol.
 
@@ -99,9 +100,12 @@ def evaluate_reid(
             distance (aligned local distance, QAConv); default: ``compute_distance_matrix``.
         device: where the model runs.
         max_rank: CMC length.
+        progress: tqdm bars.
+        precision: autocast of the feature extraction (see :func:`extract_features`).
     """
-    query = extract_features(model, query_loader, device, field=field, flip=flip, normalize=normalize, progress=progress, desc="query")
-    gallery = extract_features(model, gallery_loader, device, field=field, flip=flip, normalize=normalize, progress=progress, desc="gallery")
+    options = dict(field=field, flip=flip, normalize=normalize, progress=progress, precision=precision)
+    query = extract_features(model, query_loader, device, desc="query", **options)
+    gallery = extract_features(model, gallery_loader, device, desc="gallery", **options)
     dist = distance_fn or (lambda a, b: compute_distance_matrix(a, b, metric=metric))  # type: ignore[arg-type]
     qg = dist(query.features, gallery.features)
     qq = dist(query.features, query.features) if rerank else None
