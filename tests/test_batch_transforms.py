@@ -131,7 +131,7 @@ def test_apply_equals_torchvision_ops_with_the_drawn_parameters() -> None:
         if params.erase[b]:
             t, left = int(params.box_top[b]), int(params.box_left[b])
             h, w = int(params.box_height[b]), int(params.box_width[b])
-            image[:, t:t + h, left:left + w] = MEAN
+            image[:, t : t + h, left : left + w] = MEAN
         expected = TF.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
         assert torch.equal(out[b], expected), f"image {b} differs"
 
@@ -159,8 +159,13 @@ def test_flip_crop_and_erasing_rates_match_the_per_sample_transform(draws) -> No
 
 def test_erased_box_distributions_match_the_per_sample_transform(draws) -> None:
     reference, batched = (d[d[:, 3] == 1] for d in draws)
-    for name, column in (("area", lambda d: d[:, 6] * d[:, 7]), ("aspect", lambda d: d[:, 6] / d[:, 7]),
-                         ("top", lambda d: d[:, 4] / (HEIGHT - d[:, 6])), ("left", lambda d: d[:, 5] / (WIDTH - d[:, 7]))):
+    columns = {
+        "area": lambda d: d[:, 6] * d[:, 7],
+        "aspect": lambda d: d[:, 6] / d[:, 7],
+        "top": lambda d: d[:, 4] / (HEIGHT - d[:, 6]),  # the position relative to the room left for the box
+        "left": lambda d: d[:, 5] / (WIDTH - d[:, 7]),
+    }
+    for name, column in columns.items():
         p = stats.ks_2samp(column(reference), column(batched)).pvalue
         assert p > ALPHA, f"{name}: KS p = {p:.2e}"
 
@@ -242,8 +247,9 @@ def test_dataset_size_resizes_once_like_the_transform(items) -> None:
 
 
 def test_train_loader_with_batch_augment(items) -> None:
-    loader = build_train_loader(items, HEIGHT, WIDTH, batch_size=8, num_instances=2, preload=True, workers=0,
-                                batch_augment=True, device="cpu")
+    loader = build_train_loader(
+        items, HEIGHT, WIDTH, batch_size=8, num_instances=2, preload=True, workers=0, batch_augment=True, device="cpu"
+    )
     assert isinstance(loader, AugmentedLoader) and len(loader) == len(loader.loader)
     assert loader.sampler is loader.loader.sampler and loader.dataset.preloaded is not None
 
@@ -257,5 +263,6 @@ def test_train_loader_with_batch_augment(items) -> None:
     assert all(torch.equal(a, b) for a, b in zip(batches, first_epoch(0)))
     assert not all(torch.equal(a, b) for a, b in zip(batches, first_epoch(1)))
     with pytest.raises(ValueError, match="color_jitter"):
-        build_train_loader(items, HEIGHT, WIDTH, batch_size=8, num_instances=2, workers=0, batch_augment=True,
-                           color_jitter=True)
+        build_train_loader(
+            items, HEIGHT, WIDTH, batch_size=8, num_instances=2, workers=0, batch_augment=True, color_jitter=True
+        )

@@ -40,8 +40,9 @@ def train_tiny(seed: int, steps: int = 4) -> dict[str, object]:
     model = _TinyNet()
     data = TensorDataset(torch.randn(64, 3, 16, 8), torch.arange(64) % 4)
     loader = DataLoader(data, batch_size=16, shuffle=True)
-    config = TrainConfig(epochs=1, lr=1e-2, warmup_epochs=0, scheduler="constant", max_iters_per_epoch=steps,
-                         seed=seed, progress=False)
+    config = TrainConfig(
+        epochs=1, lr=1e-2, warmup_epochs=0, scheduler="constant", max_iters_per_epoch=steps, seed=seed, progress=False
+    )
     Trainer(model, _cross_entropy, loader, config, device="cpu").fit()
     state = model.state_dict()
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()

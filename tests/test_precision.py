@@ -90,7 +90,8 @@ def test_bf16_training_runs_convolutions_in_bfloat16() -> None:
     assert not trainer.use_amp  # no gradient scaler for bfloat16
     history = trainer.fit()
     assert seen and set(seen) == {torch.bfloat16}
-    assert all(p.dtype == torch.float32 for p in model.parameters()) and torch.isfinite(torch.tensor(history[0]["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
     assert not _same_weights(model, _trained("fp32"))
 
 

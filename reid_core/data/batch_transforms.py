@@ -108,11 +108,21 @@ class BatchAugment:
         torch.Size([8, 3, 64, 32])
     """
 
-    def __init__(self, height: int, width: int, flip_p: float = 0.5, pad: int = 10, random_erasing_p: float = 0.5,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 erasing_area: tuple[float, float] = (0.02, 0.4), erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3),
-                 max_attempts: int = 100, color_jitter: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        flip_p: float = 0.5,
+        pad: int = 10,
+        random_erasing_p: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        erasing_area: tuple[float, float] = (0.02, 0.4),
+        erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        max_attempts: int = 100,
+        color_jitter: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         if height < 1 or width < 1:
             raise ValueError(f"height and width must be >= 1, got {height} x {width}")
         if pad < 0:
@@ -124,8 +134,10 @@ class BatchAugment:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         if color_jitter:
-            raise ValueError("color_jitter is not implemented by BatchAugment; use the per-sample transforms "
-                             "(build_train_loader(batch_augment=False))")
+            raise ValueError(
+                "color_jitter is not implemented by BatchAugment; use the per-sample transforms "
+                "(build_train_loader(batch_augment=False))"
+            )
         self.height, self.width, self.pad = int(height), int(width), int(pad)
         self.flip_p = _probability("flip_p", flip_p)
         self.random_erasing_p = _probability("random_erasing_p", random_erasing_p)
@@ -220,12 +232,16 @@ class BatchAugment:
     def _check(self, images: Tensor) -> None:
         expected = (3, self.height, self.width)
         if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"BatchAugment expects a uint8 (B, 3, {self.height}, {self.width}) batch, "
-                             f"got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"BatchAugment expects a uint8 (B, 3, {self.height}, {self.width}) batch, "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
 
     def __repr__(self) -> str:
-        return (f"BatchAugment({self.height}x{self.width}, flip_p={self.flip_p}, pad={self.pad}, "
-                f"random_erasing_p={self.random_erasing_p})")
+        return (
+            f"BatchAugment({self.height}x{self.width}, flip_p={self.flip_p}, pad={self.pad}, "
+            f"random_erasing_p={self.random_erasing_p})"
+        )
 
 
 class AugmentedLoader:
@@ -241,8 +257,9 @@ class AugmentedLoader:
         device: where the augmentation runs (the training device).
     """
 
-    def __init__(self, loader: Iterable[Sequence[Any]], augment: BatchAugment,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, loader: Iterable[Sequence[Any]], augment: BatchAugment, device: torch.device | str = "cpu"
+    ) -> None:
         self.loader = loader
         self.augment = augment
         self.device = torch.device(device)

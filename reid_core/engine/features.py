@@ -8,8 +8,8 @@ map is flipped back before averaging, so position (i, j) means the same place in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch

@@ -18,7 +18,7 @@ augments it there, so the trainer receives float batches either way and needs no
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler

@@ -121,15 +121,18 @@ def _check_importable(fn: Callable[..., Any]) -> None:
     target = fn.func if isinstance(fn, functools.partial) else fn
     main = sys.modules.get("__main__")
     if getattr(target, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
-        raise TypeError(f"{getattr(target, '__qualname__', target)!r} is defined in an interactive session (a "
-                        "notebook); worker processes cannot import it. Move it to a module (e.g. the chapter's "
-                        "experiment.py) or pass workers=0")
+        raise TypeError(
+            f"{getattr(target, '__qualname__', target)!r} is defined in an interactive session (a "
+            "notebook); worker processes cannot import it. Move it to a module (e.g. the chapter's "
+            "experiment.py) or pass workers=0"
+        )
     try:
         pickle.dumps(fn)
     except Exception as error:
-        raise TypeError(f"fn must be picklable to reach the worker processes (a top-level function of a module, "
-                        f"or functools.partial of one with picklable arguments): {type(error).__name__}: {error}"
-                        ) from error
+        raise TypeError(
+            f"fn must be picklable to reach the worker processes (a top-level function of a module, "
+            f"or functools.partial of one with picklable arguments): {type(error).__name__}: {error}"
+        ) from error
 
 
 def _call(fn: Callable[..., Any], index: int, config: dict[str, Any]) -> RunOutcome:
@@ -138,8 +141,13 @@ def _call(fn: Callable[..., Any], index: int, config: dict[str, Any]) -> RunOutc
     try:
         value = fn(**config)
     except Exception as error:
-        return RunOutcome(index, config, error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(),
-                          seconds=time.perf_counter() - start)
+        return RunOutcome(
+            index,
+            config,
+            error=f"{type(error).__name__}: {error}",
+            traceback=traceback.format_exc(),
+            seconds=time.perf_counter() - start,
+        )
     return RunOutcome(index, config, value=value, seconds=time.perf_counter() - start)
 
 
@@ -150,8 +158,13 @@ def _child(fn: Callable[..., Any], index: int, config: dict[str, Any], threads: 
     try:
         payload = pickle.dumps(outcome)  # plain pickle: tensors travel by value, no shared-memory handles
     except Exception as error:
-        outcome = RunOutcome(index, config, error=f"the result could not be pickled: {type(error).__name__}: {error}",
-                             traceback=traceback.format_exc(), seconds=outcome.seconds)
+        outcome = RunOutcome(
+            index,
+            config,
+            error=f"the result could not be pickled: {type(error).__name__}: {error}",
+            traceback=traceback.format_exc(),
+            seconds=outcome.seconds,
+        )
         payload = pickle.dumps(outcome)
     results.put((index, payload))
 
@@ -217,8 +230,9 @@ def _report(outcome: RunOutcome, bar: tqdm, progress: bool) -> RunOutcome:
     return outcome
 
 
-def _run_in_processes(fn: Callable[..., Any], runs: list[dict[str, Any]], workers: int, threads: int, bar: tqdm,
-                      progress: bool) -> list[RunOutcome]:
+def _run_in_processes(
+    fn: Callable[..., Any], runs: list[dict[str, Any]], workers: int, threads: int, bar: tqdm, progress: bool
+) -> list[RunOutcome]:
     """Keep up to ``workers`` spawned children busy; collect their outcomes by index."""
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -228,8 +242,9 @@ def _run_in_processes(fn: Callable[..., Any], runs: list[dict[str, Any]], worker
     try:
         while len(outcomes) < len(runs):
             while len(running) < workers and next_run < len(runs):
-                process = context.Process(target=_child, args=(fn, next_run, runs[next_run], threads, results),
-                                          name=f"run-{next_run}")  # not daemonic: a run may start loader workers
+                process = context.Process(
+                    target=_child, args=(fn, next_run, runs[next_run], threads, results), name=f"run-{next_run}"
+                )  # not daemonic: a run may start loader workers
                 process.start()
                 running[next_run] = process
                 next_run += 1
@@ -247,8 +262,14 @@ def _run_in_processes(fn: Callable[..., Any], runs: list[dict[str, Any]], worker
     return [outcomes[index] for index in range(len(runs))]
 
 
-def _collect_dead(running: dict[int, Any], outcomes: dict[int, RunOutcome], runs: list[dict[str, Any]],
-                  results: Any, bar: tqdm, progress: bool) -> None:
+def _collect_dead(
+    running: dict[int, Any],
+    outcomes: dict[int, RunOutcome],
+    runs: list[dict[str, Any]],
+    results: Any,
+    bar: tqdm,
+    progress: bool,
+) -> None:
     """Record a run whose process died without sending a result (killed, segfault, os._exit)."""
     for index in [i for i, process in running.items() if not process.is_alive()]:
         try:  # a child that exited normally flushed its result before exiting: read it first
