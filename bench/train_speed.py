@@ -192,6 +192,11 @@ def recipes_one_after_another(world: str, seeds: list[int], **recipe: Any) -> li
     return [run_recipe(world, seed, **recipe) for seed in seeds]
 
 
+def _rate(value: float) -> str:
+    """Images per second with three significant digits (ResNet-50 on a CPU trains a few a second)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _mib(value: float) -> str:
     return f"{value / 2**20:7.0f}"
 
@@ -242,8 +247,8 @@ def bench_setups(world: str, args: argparse.Namespace, cores: int) -> None:
             row = {key: sum(r[key] for r in results) for key in ("train_ips", "extract_ips", "peak_bytes")}
             base = base or row
             print(
-                f"| {name} {height}x{width} b{batch} | {setup} | {layout} | {row['train_ips']:.0f} | "
-                f"{row['train_ips'] / base['train_ips']:.2f}x | {row['extract_ips']:.0f} | "
+                f"| {name} {height}x{width} b{batch} | {setup} | {layout} | {_rate(row['train_ips'])} | "
+                f"{row['train_ips'] / base['train_ips']:.2f}x | {_rate(row['extract_ips'])} | "
                 f"{row['extract_ips'] / base['extract_ips']:.2f}x | {_mib(row['peak_bytes'])} |",
                 flush=True,
             )
@@ -337,8 +342,9 @@ def bench_cuda(world: str, args: argparse.Namespace) -> None:
         )
         base = base or row
         print(
-            f"| resnet50 256x128 b64 | {setup} | {row['train_ips']:.0f} | {row['train_ips'] / base['train_ips']:.2f}x"
-            f" | {row['extract_ips']:.0f} | {row['extract_ips'] / base['extract_ips']:.2f}x | "
+            f"| resnet50 256x128 b64 | {setup} | {_rate(row['train_ips'])} | "
+            f"{row['train_ips'] / base['train_ips']:.2f}x | {_rate(row['extract_ips'])} | "
+            f"{row['extract_ips'] / base['extract_ips']:.2f}x | "
             f"{_mib(row['peak_bytes'])} |",
             flush=True,
         )

@@ -282,5 +282,8 @@ def _collect_dead(
         if index in running:
             process = running.pop(index)
             process.join()
-            error = f"the worker process died without a result (exit code {process.exitcode}; killed for memory?)"
+            error = (
+                f"the worker process ended without a result (exit code {process.exitcode}: a negative code is the "
+                "signal that killed it, -9 when out of memory; a worker that failed to import fn prints why on stderr)"
+            )
             outcomes[index] = _report(RunOutcome(index, runs[index], error=error), bar, progress)
