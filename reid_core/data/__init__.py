@@ -1,4 +1,4 @@
-"""Datasets: readers for the re-ID benchmarks, SynthReID, image loading and transforms.
+"""Datasets: readers for the re-ID benchmarks, SynthReID, image loading, per-sample and batched transforms.
 
 Chapters: every notebook; ``book/datasets.md`` documents the layouts and the protocol.
 """
@@ -19,6 +19,7 @@ from reid_core.data.base import (
     relabel,
     report_notes,
 )
+from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment
 from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
 from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.image_dataset import ImageDataset, ImageLoadError, read_image
@@ -48,6 +49,9 @@ from reid_core.data.synthreid import (
 )
 
 __all__ = [
+    "AugmentParams",
+    "AugmentedLoader",
+    "BatchAugment",
     "CUHK03",
     "DATASETS",
     "DatasetLayoutError",

@@ -76,9 +76,14 @@ class ImageDataset(Dataset):
             ``None`` returns the uint8 tensor.
         preload: decode every image once (a tqdm bar shows progress) and keep the uint8
             tensors in memory; the transform still runs at each access.
+        size: ``(height, width)`` to resize every image to as soon as it is decoded (once, with
+            ``preload``), with the antialiased bilinear resize of
+            :func:`~reid_core.data.transforms.build_transforms`, whose own resize then leaves it
+            unchanged; ``None`` keeps the decoded size. The batched augmentation needs it: a batch
+            is one tensor, so its images must share a size.
 
     Raises:
-        ValueError: an item that is not ``(path, pid, camid)``.
+        ValueError: an item that is not ``(path, pid, camid)``, or a ``size`` that is not two positive ints.
         ImageLoadError: an unreadable image, when it is loaded (at access, or while preloading).
 
     Example:
@@ -87,9 +92,12 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[Item], transform: Callable[[Tensor], Any] | None = None,
-                 preload: bool = False) -> None:
+                 preload: bool = False, size: tuple[int, int] | None = None) -> None:
         self.items = _validate_items(items)
         self.transform = transform
+        if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size)):
+            raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
+        self.size = None if size is None else (int(size[0]), int(size[1]))
         self.preloaded: list[Tensor] | None = None
         if preload:
             self.preloaded = self._decode_all()
@@ -101,9 +109,18 @@ class ImageDataset(Dataset):
         paths = [path for path, _, _ in self.items]
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            bar = tqdm(pool.map(read_image, paths), total=len(paths), desc="preload images", unit="img",
+            bar = tqdm(pool.map(self._load, paths), total=len(paths), desc="preload images", unit="img",
                        disable=not is_main_process())  # under torchrun: one bar, rank 0's
             return list(bar)
+
+    def _load(self, path: str) -> Tensor:
+        """Decode ``path``, resized to :attr:`size` when one is set. Returns: (3, H, W) uint8."""
+        image = read_image(path)  # (3, H, W)
+        if self.size is not None and tuple(image.shape[1:]) != self.size:
+            from torchvision.transforms.v2 import functional as TF
+
+            image = TF.resize(image, list(self.size), antialias=True)  # (3, height, width)
+        return image
 
     @property
     def pids(self) -> list[int]:
@@ -131,7 +148,7 @@ class ImageDataset(Dataset):
         if self.preloaded is not None:
             image = self.preloaded[index].clone()  # (3, H, W); a copy, so no transform can alter the cache
         else:
-            image = read_image(path)  # (3, H, W)
+            image = self._load(path)  # (3, H, W)
         if self.transform is not None:
             image = self.transform(image)
         return image, pid, camid, index

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,6 +87,7 @@ def evaluate_reid(
     max_rank: int = 50,
     progress: bool = True,
     split_across_processes: bool = False,
+    precision: str = "auto",
 ) -> EvalResult:
     """Extract query and gallery features and evaluate with the Market-1501 protocol.
 
@@ -105,9 +107,10 @@ def evaluate_reid(
             query and gallery and receives all of them
             (:func:`~reid_core.engine.distributed.extract_features_distributed`); every process
             must call it, and every process computes the same distances and metrics.
+        precision: autocast of the feature extraction (see :func:`extract_features`).
     """
     extract = extract_features_distributed if split_across_processes else extract_features
-    options = dict(device=device, field=field, flip=flip, normalize=normalize, progress=progress)
+    options = dict(device=device, field=field, flip=flip, normalize=normalize, progress=progress, precision=precision)
     query = extract(model, query_loader, desc="query", **options)
     gallery = extract(model, gallery_loader, desc="gallery", **options)
     dist = distance_fn or (lambda a, b: compute_distance_matrix(a, b, metric=metric))  # type: ignore[arg-type]

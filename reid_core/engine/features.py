@@ -8,14 +8,15 @@ map is flipped back before averaging, so position (i, j) means the same place in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from reid_core.engine.precision import autocast_context, autocast_dtype
 from reid_core.modes import eval_mode
 
 __all__ = ["Features", "extract_features"]
@@ -45,6 +46,7 @@ def extract_features(
     flip: bool = True,
     normalize: bool = False,
     amp: bool = True,
+    precision: str = "auto",
     progress: bool = True,
     desc: str = "features",
 ) -> Features:
@@ -57,7 +59,9 @@ def extract_features(
         field: which output field to keep (``"feat"``, ``"local"``, ``"feature_map"``, ...).
         flip: average with the horizontally mirrored image.
         normalize: L2-normalise the result along its last feature axis (dim 1 for maps).
-        amp: float16 autocast on CUDA.
+        amp: float16 autocast on CUDA, when ``precision`` is ``"auto"``.
+        precision: ``"auto"`` (float16 on CUDA if ``amp``, float32 on the CPU), ``"fp32"`` or ``"bf16"``
+            (bfloat16 autocast; see :mod:`reid_core.engine.precision`). Features come back float32 either way.
         progress: tqdm bar.
 
     Returns:
@@ -67,11 +71,11 @@ def extract_features(
         device = next(model.parameters()).device
     device = torch.device(device)
     feats, pids, camids = [], [], []
-    use_amp = amp and device.type == "cuda"
+    dtype = autocast_dtype(precision, device, amp=amp)
     with eval_mode(model):
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=2.0):
             images = batch[0].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            with autocast_context(dtype, device):
                 out = _field(model(images), field)
                 if flip:
                     mirrored = _field(model(torch.flip(images, dims=[3])), field)

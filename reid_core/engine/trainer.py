@@ -39,6 +39,7 @@ from tqdm import tqdm
 from reid_core.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from reid_core.engine.distributed import DistributedConfig, ParallelTraining
 from reid_core.engine.fingerprint import FINGERPRINT_KEY, check_fingerprint, run_fingerprint
+from reid_core.engine.precision import autocast_context, autocast_dtype, check_precision
 from reid_core.engine.schedules import build_lr_schedule
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "seed_everything", "default_device"]
@@ -75,7 +76,9 @@ class TrainConfig:
         milestones, gamma: step decay.
         warmup_epochs, warmup_factor: linear warm-up.
         decay_start: start epoch of the ``exp`` decay.
-        amp: mixed precision (used on CUDA only).
+        amp: float16 mixed precision on CUDA, when ``precision`` is ``"auto"``.
+        precision: ``"auto"`` (float16 AMP on CUDA if ``amp``, float32 on the CPU), ``"fp32"`` or
+            ``"bf16"`` (bfloat16 autocast on CPU and CUDA); see :mod:`reid_core.engine.precision`.
         channels_last: memory format for images and model (CUDA only).
         grad_clip: max gradient norm, or ``None``.
         max_iters_per_epoch: cap iterations per epoch (``None`` = the whole loader).
@@ -102,6 +105,7 @@ class TrainConfig:
     warmup_factor: float = 0.1
     decay_start: int | None = None
     amp: bool = True
+    precision: str = "auto"
     channels_last: bool = True
     grad_clip: float | None = None
     max_iters_per_epoch: int | None = None
@@ -124,6 +128,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {value}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_precision(self.precision)
 
 
 class Callback(Protocol):
@@ -179,7 +184,8 @@ class Trainer:
         self.loader = loader
         self.callbacks = list(callbacks)
         self.use_cuda = self.device.type == "cuda"
-        self.use_amp = config.amp and self.use_cuda
+        self.autocast_dtype = autocast_dtype(config.precision, self.device, amp=config.amp)
+        self.use_amp = self.autocast_dtype == torch.float16  # float16 needs the gradient scaler; bfloat16 does not
         self.memory_format = torch.channels_last if (config.channels_last and self.use_cuda) else torch.contiguous_format
         if self.memory_format == torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -369,7 +375,7 @@ class Trainer:
     def _step(self, batch: Sequence[Any]) -> dict[str, float]:
         images = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
         labels = batch[1].to(self.device, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with autocast_context(self.autocast_dtype, self.device):
             terms = self.parallel.step(images, labels)  # criterion(model(images), labels)
         if not terms:
             raise ValueError("criterion returned no loss terms")
