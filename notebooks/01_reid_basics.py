@@ -68,6 +68,7 @@ from reid_core.data.synthreid_reader import SynthReID
 from reid_core.engine.evaluate import evaluate_distance, evaluate_reid
 from reid_core.engine.features import Features
 from reid_core.engine.loaders import build_test_loader, build_train_loader
+from reid_core.engine.model_card import ModelCard, chapter_model_path, save_model
 from reid_core.engine.trainer import TrainConfig, Trainer, seed_everything
 from reid_core.evaluation.distance import compute_distance_matrix
 from reid_core.evaluation.rank import evaluate_rank
@@ -275,6 +276,10 @@ print("strong baseline:", result)
 write_result(results_dir, "01_reid_basics", "baseline", method=f"strong baseline ({cfg['backbone']})",
              dataset=dataset_name, profile=profile, train_seconds=train_seconds, device=str(dev),
              params={k: v for k, v in cfg.items() if k != "preset"}, **result.metrics)
+card = ModelCard("baseline", data.num_train_pids, {"backbone": cfg["backbone"], "last_stride": 1}, cfg["height"],
+                 cfg["width"], embedding="BNNeck output f_i", training={"dataset": dataset_name, "recipe": cfg},
+                 results=result.metrics)  # the model file for `reid` and chapter 06:
+save_model(model, card, chapter_model_path(results_dir, "01_reid_basics", profile, dataset))
 plot_cmc({"colour histogram": hist_cmc, "strong baseline": result.cmc})
 plt.show()
 
