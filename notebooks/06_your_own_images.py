@@ -145,7 +145,8 @@ print(f"my_images/query: {len(queries)} images; my_images/gallery: {len(data.gal
 # %%
 reid("extract", "--model", "baseline.pt", "--images", "my_images/query", "--out", "query_features.npz")
 saved = np.load("query_features.npz")
-print("paths:", [str(p) for p in saved["paths"][:3]], "...; features:", saved["features"].shape, saved["features"].dtype)
+print("paths:", [str(p) for p in saved["paths"][:3]], "...")
+print("features:", saved["features"].shape, saved["features"].dtype)
 
 # %% [markdown]
 # ## 3. Evaluation, and the protocol checks
@@ -157,9 +158,9 @@ print("paths:", [str(p) for p in saved["paths"][:3]], "...; features:", saved["f
 # | check | the mistake | severe? |
 # | --- | --- | --- |
 # | junk labels | a query labelled junk (-1) or distractor (0): a distractor query "matches" every distractor | yes |
-# | query in gallery | the same image (path or bytes) as a query and in the gallery: a free rank-1 hit unless the rule removes it | yes, if not removed |
+# | query in gallery | one image (path or bytes) as a query and in the gallery: a free hit | unless the rule drops it |
 # | train/test overlap | identities or image files in both the training and the test set | yes |
-# | queries without a match | every re-ID code skips them: the metric covers fewer queries than one thinks | only if all |
+# | queries without a match | every re-ID code skips them: the metric covers fewer queries than meant | only if all |
 # | same-camera matches | what the rule removes; wrong camera ids make it remove the wrong images | no |
 #
 # Each finding is counted, names a few files, and is shown next to the metric as it would be

@@ -1,6 +1,6 @@
 """Shared fixtures of the ``reid`` command tests: a tiny SynthReID world and a tiny saved model.
 
-Import the fixtures into a test module (``from reid_fixtures import tiny_world``); pytest finds
+Import the fixtures into a test module (``from reid_fixtures import tiny_world_fixture``); pytest finds
 them there. Everything is small enough for a test to run every verb in seconds: 8 identities of
 4 images at 32x16 pixels, an untrained ResNet-10 baseline.
 """
@@ -39,14 +39,15 @@ class TinyWorld:
 
 
 def tiny_card(num_classes: int, **changes: object) -> ModelCard:
-    fields = dict(architecture="baseline", num_classes=num_classes, model_kwargs={"backbone": "resnet10", "last_stride": 1},
-                  height=HEIGHT, width=WIDTH, embedding="BNNeck output f_i", training={"dataset": "synthreid"})
+    fields = dict(architecture="baseline", num_classes=num_classes,
+                  model_kwargs={"backbone": "resnet10", "last_stride": 1}, height=HEIGHT, width=WIDTH,
+                  embedding="BNNeck output f_i", training={"dataset": "synthreid"})
     fields.update(changes)
     return ModelCard(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
+@pytest.fixture(scope="module", name="tiny_world")
+def tiny_world_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_world")
     render_synthreid(root / "synthreid", num_ids=8, images_per_id=4, num_cameras=2, seed=0, height=HEIGHT, width=WIDTH,

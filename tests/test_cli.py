@@ -21,19 +21,21 @@ from reid_core.evaluation import evaluate_rank
 from reid_core.evaluation.calibration import calibrate_threshold
 
 from conftest import ROOT
-from reid_fixtures import reference_embeddings, tiny_world  # noqa: F401  (fixture)
+from reid_fixtures import TinyWorld, reference_embeddings, tiny_world_fixture  # noqa: F401  (the tiny_world fixture)
 
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+Capsys = pytest.CaptureFixture[str]
+Folders = tuple[Path, Path]
 
 
-def reid(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+def reid(capsys: Capsys, *args: object) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
-def folders(tiny_world, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:  # noqa: F811
+def folders(tiny_world: TinyWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A query folder (with an XSS file name and a sub-folder) and a gallery folder, both Market-named."""
     root = tmp_path_factory.mktemp("own_images")
     query, gallery = root / "query", root / "gallery"
@@ -46,7 +48,7 @@ def folders(tiny_world, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return query, gallery
 
 
-def test_help_of_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_of_every_verb(capsys: Capsys) -> None:
     for verb in ("extract", "rank", "evaluate", "calibrate", "export"):
         with pytest.raises(SystemExit) as exit_info:
             main([verb, "--help"])
@@ -60,9 +62,12 @@ def test_python_dash_m_reid_core() -> None:
     assert result.returncode == 0 and "extract" in result.stdout and "calibrate" in result.stdout
 
 
-def test_extract_npz_and_parquet(tiny_world, folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_extract_npz_and_parquet(
+    tiny_world: TinyWorld, folders: Folders, tmp_path: Path, capsys: Capsys,
+) -> None:
     query, _ = folders
-    code, out, _ = reid(capsys, "extract", "--model", tiny_world.model_path, "--images", query, "--out", tmp_path / "f.npz")
+    code, out, _ = reid(capsys, "extract", "--model", tiny_world.model_path, "--images", query,
+                        "--out", tmp_path / "f.npz")
     assert code == 0 and "wrote" in out
     saved = np.load(tmp_path / "f.npz")
     paths = [str(p) for p in saved["paths"]]
@@ -82,7 +87,9 @@ def test_extract_npz_and_parquet(tiny_world, folders, tmp_path: Path, capsys) ->
     assert table.schema.metadata[b"metric"] == b"euclidean"
 
 
-def test_rank_page_and_tables(tiny_world, folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_rank_page_and_tables(
+    tiny_world: TinyWorld, folders: Folders, tmp_path: Path, capsys: Capsys,
+) -> None:
     query, gallery = folders
     out = tmp_path / "ranked"
     code, stdout, _ = reid(capsys, "rank", "--model", tiny_world.model_path, "--query", query, "--gallery", gallery,
@@ -111,7 +118,9 @@ def test_rank_page_and_tables(tiny_world, folders, tmp_path: Path, capsys) -> No
         assert (out / src).is_file()
 
 
-def test_rank_escapes_file_names_and_greys_unknown_identities(tiny_world, folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_rank_escapes_file_names_and_greys_unknown_identities(
+    tiny_world: TinyWorld, folders: Folders, tmp_path: Path, capsys: Capsys,
+) -> None:
     query = tmp_path / "q"
     query.mkdir()
     shutil.copy(next(folders[0].glob("*.jpg")), query / XSS_NAME)
@@ -137,7 +146,7 @@ class _Tags(HTMLParser):
         self.found.append((tag, attrs))
 
 
-def test_evaluate_matches_brute_force(tiny_world, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_evaluate_matches_brute_force(tiny_world: TinyWorld, tmp_path: Path, capsys: Capsys) -> None:
     data = tiny_world.data
     code, out, _ = reid(capsys, "evaluate", "--model", tiny_world.model_path, "--data", tiny_world.data_root,
                         "--dataset", "synthreid", "--json", tmp_path / "eval.json")
@@ -155,7 +164,9 @@ def test_evaluate_matches_brute_force(tiny_world, tmp_path: Path, capsys) -> Non
     assert "train_test_overlap" not in checks  # SynthReID's train and test identities are disjoint
 
 
-def test_calibrate_stores_thresholds_that_rank_uses(tiny_world, folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_calibrate_stores_thresholds_that_rank_uses(
+    tiny_world: TinyWorld, folders: Folders, tmp_path: Path, capsys: Capsys,
+) -> None:
     model_path = tiny_world.model_copy(tmp_path)
     code, out, _ = reid(capsys, "calibrate", "--model", model_path, "--data", tiny_world.data_root,
                         "--fpr", 0.1, 0.05, "--bootstrap", 50)  # --dataset from the card
@@ -183,7 +194,7 @@ def test_calibrate_stores_thresholds_that_rank_uses(tiny_world, folders, tmp_pat
     assert "same / different person" in (out_dir / "index.html").read_text()
 
 
-def test_export_verb(tiny_world, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_export_verb(tiny_world: TinyWorld, tmp_path: Path, capsys: Capsys) -> None:
     pytest.importorskip("onnxruntime")
     code, out, _ = reid(capsys, "export", "--model", tiny_world.model_path, "--onnx", tmp_path / "m.onnx",
                         "--repeats", 2)
@@ -208,7 +219,9 @@ def _dump_dom(page: Path, profile: Path) -> str:
 
 
 @pytest.mark.slow
-def test_rank_page_loads_in_headless_chromium(tiny_world, folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_rank_page_loads_in_headless_chromium(
+    tiny_world: TinyWorld, folders: Folders, tmp_path: Path, capsys: Capsys,
+) -> None:
     query = tmp_path / "q"
     shutil.copytree(folders[0], query)
     shutil.copy(next(folders[0].glob("*.jpg")), query / XSS_NAME)
@@ -235,11 +248,13 @@ def test_rank_page_loads_in_headless_chromium(tiny_world, folders, tmp_path: Pat
     (["rank", "--query", ".", "--gallery", ".", "--out", "o", "--top", "0"], "--top must be >= 1"),
     (["rank", "--query", ".", "--gallery", ".", "--out", "o", "--fpr", "0.01"], "holds no calibration"),
 ])
-def test_errors_are_one_line(tiny_world, capsys, args: list[str], message: str) -> None:  # noqa: ANN001, F811
+def test_errors_are_one_line(
+    tiny_world: TinyWorld, capsys: Capsys, args: list[str], message: str,
+) -> None:
     code, _, err = reid(capsys, *args, "--model", tiny_world.model_path)
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_a_missing_model_file_is_named(capsys) -> None:  # noqa: ANN001
+def test_a_missing_model_file_is_named(capsys: Capsys) -> None:
     code, _, err = reid(capsys, "extract", "--model", "/nonexistent/m.pt", "--images", ".", "--out", "x.npz")
     assert code == 2 and "/nonexistent/m.pt does not exist" in err

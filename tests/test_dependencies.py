@@ -57,8 +57,9 @@ def _import_sites(source: Path) -> list[ImportSite]:
                 sites.extend(ImportSite(a.name.split(".")[0], rel, child.lineno, not in_function) for a in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 sites.append(ImportSite(child.module.split(".")[0], rel, child.lineno, not in_function))
-            elif (isinstance(child, ast.Call) and isinstance(child.func, ast.Name) and child.func.id == "require_optional"
-                  and len(child.args) == 2 and all(isinstance(a, ast.Constant) for a in child.args)):
+            elif (isinstance(child, ast.Call) and isinstance(child.func, ast.Name)
+                  and child.func.id == "require_optional" and len(child.args) == 2
+                  and all(isinstance(a, ast.Constant) for a in child.args)):
                 module, extra = (a.value for a in child.args)  # type: ignore[attr-defined]
                 sites.append(ImportSite(module.split(".")[0], rel, child.lineno, False, extra))
             visit(child, inside)
@@ -147,8 +148,9 @@ def test_every_requirement_has_a_range_that_the_pins_satisfy(requirements) -> No
             pins[_normalise(req.name)] = next(iter(req.specifier)).version
     for group, reqs in [("dependencies", core)] + [(f"extra {k}", v) for k, v in extras.items()]:
         for name, req in reqs.items():
-            assert any(spec.operator in (">=", "~=", "==") for spec in req.specifier), f"{group}: {req} has no lower bound"
-            assert any(spec.operator in ("<", "<=", "~=", "==") for spec in req.specifier), f"{group}: {req} has no upper bound"
+            operators = {spec.operator for spec in req.specifier}
+            assert operators & {">=", "~=", "=="}, f"{group}: {req} has no lower bound"
+            assert operators & {"<", "<=", "~=", "=="}, f"{group}: {req} has no upper bound"
             assert name in pins, f"{group}: {name} is not pinned in requirements.txt"
             assert req.specifier.contains(pins[name], prereleases=True), \
                 f"{group}: the pin {name}=={pins[name]} lies outside {req.specifier}"

@@ -22,7 +22,8 @@ def model() -> torch.nn.Module:
 
 
 def test_round_trip_rebuilds_the_same_function(model: torch.nn.Module, tmp_path: Path) -> None:
-    card = tiny_card(5, metric="cosine", normalize=True, results={"rank1": 12.5}, training={"dataset": "x", "epochs": 3})
+    card = tiny_card(5, metric="cosine", normalize=True, results={"rank1": 12.5},
+                     training={"dataset": "x", "epochs": 3})
     path = save_model(model, card, tmp_path / "m.pt")
     # only plain containers and tensors: a bare weights_only load succeeds
     raw = torch.load(path, weights_only=True)

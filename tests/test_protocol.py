@@ -16,10 +16,10 @@ from reid_core.engine.evaluate import evaluate_distance
 from reid_core.engine.features import Features
 from reid_core.evaluation.protocol import ProtocolError, check_protocol
 
-from reid_fixtures import tiny_world  # noqa: F401  (fixture)
+from reid_fixtures import TinyWorld, tiny_world_fixture  # noqa: F401  (the tiny_world fixture)
 
 
-def brute_metrics(dist: np.ndarray, qp, gp, qc, gc, rule: bool = True) -> dict[str, float]:  # noqa: ANN001
+def brute_metrics(dist: np.ndarray, qp, gp, qc, gc, rule: bool = True) -> dict[str, float]:
     """Rank-1 and mAP (percent) by sorting each row: junk dropped, same-id same-camera dropped if ``rule``."""
     firsts, aps = [], []
     for i in range(len(qp)):
@@ -57,7 +57,8 @@ def clean_set(tmp_path: Path) -> dict:
     for pid in (1, 2, 3, 4):
         q_items.append((write_image(tmp_path / "query" / f"{pid:04d}_c1_q.png", pid), pid, 0))
         for k, cam in enumerate((1, 2)):
-            g_items.append((write_image(tmp_path / "gallery" / f"{pid:04d}_c{cam + 1}_{k}.png", 100 * pid + k), pid, cam))
+            image = write_image(tmp_path / "gallery" / f"{pid:04d}_c{cam + 1}_{k}.png", 100 * pid + k)
+            g_items.append((image, pid, cam))
     for k in range(2):
         g_items.append((write_image(tmp_path / "gallery" / f"0000_c2_{k}.png", 999 + k), 0, 1))
     dist = rng.random((len(q_items), len(g_items)))
@@ -131,7 +132,8 @@ def test_identities_shared_with_training(clean_set: dict) -> None:
     _, qp, qc = arrays(clean_set["q"])
     _, gp, gc = arrays(clean_set["g"])
     qk, gk = qp != 3, gp != 3
-    assert_metrics(finding.counterfactual_metrics, brute_metrics(clean_set["dist"][np.ix_(qk, gk)], qp[qk], gp[gk], qc[qk], gc[gk]))
+    expected = brute_metrics(clean_set["dist"][np.ix_(qk, gk)], qp[qk], gp[gk], qc[qk], gc[gk])
+    assert_metrics(finding.counterfactual_metrics, expected)
 
 
 def test_training_images_in_the_test_set(clean_set: dict, tmp_path: Path) -> None:
@@ -147,7 +149,8 @@ def test_training_images_in_the_test_set(clean_set: dict, tmp_path: Path) -> Non
 
 def test_queries_without_a_valid_match(clean_set: dict) -> None:
     q = list(clean_set["q"]) + [(write_image(clean_set["root"] / "query" / "0009_c1_q.png", 9), 9, 0)]
-    g = list(clean_set["g"]) + [(write_image(clean_set["root"] / "gallery" / "0009_c1_g.png", 90), 9, 0)]  # same camera only
+    only_same_camera = write_image(clean_set["root"] / "gallery" / "0009_c1_g.png", 90)
+    g = list(clean_set["g"]) + [(only_same_camera, 9, 0)]
     dist = np.random.default_rng(1).random((len(q), len(g)))
     report = run_check(q, g, dist)
     (finding,) = report.by_check("queries_without_match")
@@ -215,7 +218,9 @@ def test_chapter_evaluations_run_the_checks(clean_set: dict) -> None:
     assert any("queries_without_match" in str(w.message) for w in caught)
 
 
-def test_reid_evaluate_stops_on_a_leak(tiny_world, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_reid_evaluate_stops_on_a_leak(
+    tiny_world: TinyWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """A folder test set whose gallery holds copies of its queries: exit 2, unless told to go on."""
     data = tiny_world.data
     for sub, items in (("query", data.query), ("gallery", data.gallery), ("train", data.train[:4])):

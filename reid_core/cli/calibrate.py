@@ -20,7 +20,7 @@ from reid_core.cli.common import (
 )
 from reid_core.data import DATASETS
 from reid_core.engine.model_card import update_model_card
-from reid_core.evaluation.calibration import calibrate_threshold, plot_calibration
+from reid_core.evaluation import calibrate_threshold, plot_calibration
 
 __all__ = ["add_parser", "run"]
 
@@ -57,7 +57,8 @@ def _dataset_name(args: argparse.Namespace, training: dict) -> str:
     name = str(training.get("dataset", "")).split("/")[0].lower()
     if name in DATASETS:
         return name
-    raise CLIError(f"--dataset is needed: the model's card names no known training dataset ({training.get('dataset')!r})")
+    raise CLIError(f"--dataset is needed: the model's card names no known training dataset "
+                   f"({training.get('dataset')!r})")
 
 
 def _draw_identities(pids: np.ndarray, max_images: int, seed: int) -> np.ndarray:

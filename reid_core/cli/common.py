@@ -172,7 +172,8 @@ def _read_folder(root: Path) -> LabelledSets:
     if query_dir is None or gallery_dir is None:
         raise CLIError(f"--data {root}: no query/ or gallery/ folder. Expected {FOLDER_LAYOUT}")
     sets: dict[str, list[Item]] = {}
-    for name, folder in (("query", query_dir), ("gallery", gallery_dir), ("train", _first_dir(root, ("train", "bounding_box_train")))):
+    train_dir = _first_dir(root, ("train", "bounding_box_train"))
+    for name, folder in (("query", query_dir), ("gallery", gallery_dir), ("train", train_dir)):
         if folder is None:
             sets[name] = []
             continue

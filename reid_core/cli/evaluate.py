@@ -17,8 +17,7 @@ from reid_core.cli.common import (
     FOLDER_DATASET, CLIError, add_model_arguments, atomic_write, embed_images, load_from_args, read_labelled_sets,
 )
 from reid_core.data import DATASETS
-from reid_core.evaluation import compute_distance_matrix, evaluate_rank_detailed, re_ranking
-from reid_core.evaluation.protocol import check_protocol
+from reid_core.evaluation import check_protocol, compute_distance_matrix, evaluate_rank_detailed, re_ranking
 
 __all__ = ["add_parser", "run", "rank_metrics"]
 
@@ -67,11 +66,12 @@ def rank_metrics(result: object) -> dict[str, float | int]:
 def run(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     sets = read_labelled_sets(args.dataset, args.data)
-    print(f"{sets.name}: {len(sets.query)} queries, {len(sets.gallery)} gallery images, {len(sets.train)} training images")
+    print(f"{sets.name}: {len(sets.query)} queries, {len(sets.gallery)} gallery images, "
+          f"{len(sets.train)} training images")
     q_paths = [p for p, _, _ in sets.query]
     g_paths = [p for p, _, _ in sets.gallery]
-    q_pids = np.array([pid for _, pid, _ in sets.query]); q_cams = np.array([c for _, _, c in sets.query])
-    g_pids = np.array([pid for _, pid, _ in sets.gallery]); g_cams = np.array([c for _, _, c in sets.gallery])
+    q_pids, q_cams = np.array([pid for _, pid, _ in sets.query]), np.array([c for _, _, c in sets.query])
+    g_pids, g_cams = np.array([pid for _, pid, _ in sets.gallery]), np.array([c for _, _, c in sets.gallery])
     metric = loaded.card.metric
     qf = embed_images(loaded, q_paths, args.batch_size, desc="query")  # (Q, D)
     gf = embed_images(loaded, g_paths, args.batch_size, desc="gallery")  # (G, D)

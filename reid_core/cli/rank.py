@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top", type=int, default=10, help="gallery images shown per query (default 10)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     parser.add_argument("--fpr", type=float, default=None,
-                        help="which calibrated false-positive rate decides same/different (default: the largest stored)")
+                        help="which calibrated false-positive rate decides same/different "
+                             "(default: the largest stored)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     note = None
     if threshold:
         note = (f"same / different person: {card.metric} distance < {threshold[1]:.4f}, the threshold calibrated at "
-                f"false-positive rate {threshold[0]:g}" + (" (on the distance before re-ranking)" if args.rerank else ""))
+                f"false-positive rate {threshold[0]:g}"
+                + (" (on the distance before re-ranking)" if args.rerank else ""))
     out = Path(args.out)
     page = write_rank_page(out, queries, summary, note)
     _write_tables(out, records, args, card.metric, threshold)

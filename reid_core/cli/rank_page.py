@@ -158,7 +158,8 @@ def write_rank_page(
         for rank, item in enumerate(q.ranked, start=1):
             lines = [f"#{rank} d={item.distance:.4f}"]
             if item.same_person is not None:
-                lines.append('<span class="same">same</span>' if item.same_person else '<span class="different">different</span>')
+                word = "same" if item.same_person else "different"
+                lines.append(f'<span class="{word}">{word}</span>')
             if item.pid is not None:
                 lines.append(f"pid {item.pid}")
             lines.append(f'<span class="name">{esc(item.name)}</span>')

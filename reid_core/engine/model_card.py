@@ -39,7 +39,8 @@ from reid_core.evaluation.distance import METRICS
 from reid_core.models import MODELS, ReIDOutput, build_model
 
 __all__ = [
-    "MODEL_CARD_FORMAT", "ModelCard", "LoadedModel", "chapter_model_path", "save_model", "load_model", "update_model_card",
+    "MODEL_CARD_FORMAT", "ModelCard", "LoadedModel", "chapter_model_path", "save_model", "load_model",
+    "update_model_card",
 ]
 
 MODEL_CARD_FORMAT = "reid_core.model_card/1"
@@ -159,7 +160,8 @@ def _plain(value: Any) -> Any:
         return value
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalar
         return value.item()
-    raise TypeError(f"a model card holds plain values only (numbers, strings, lists, dicts); got {type(value).__name__}")
+    raise TypeError(f"a model card holds plain values only (numbers, strings, lists, dicts); "
+                    f"got {type(value).__name__}")
 
 
 def _check_rebuilds(model: nn.Module, card: ModelCard) -> None:
@@ -259,7 +261,9 @@ def update_model_card(path: str | os.PathLike[str], **changes: Any) -> ModelCard
 
 
 def chapter_model_path(results_dir: str | os.PathLike[str], notebook: str, profile: str, dataset: str) -> Path:
-    """Where a chapter saves its trained model: ``<results_dir>/../checkpoints/<notebook>/model_<profile>_<dataset>.pt``.
+    """Where a chapter saves its trained model.
+
+    The path is ``<results_dir>/../checkpoints/<notebook>/model_<profile>_<dataset>.pt``.
 
     Next to the chapters' training checkpoints (outside the results JSON folder), one file per
     profile and dataset, so a smoke run never overwrites the book's model.

@@ -469,7 +469,8 @@ def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> 
     roc.set_xscale("log")
     roc.set_xlabel("false-positive rate (negative pairs with d < t)")
     roc.set_ylabel("true-positive rate")
-    roc.set_title(f"ROC, {calibration.num_negative_pairs:,} negative / {calibration.num_positive_pairs:,} positive pairs")
+    roc.set_title(f"ROC, {calibration.num_negative_pairs:,} negative / "
+                  f"{calibration.num_positive_pairs:,} positive pairs")
     roc.grid(True, which="both", alpha=0.3)
     colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
     for i, t in enumerate(calibration.thresholds):
@@ -486,7 +487,8 @@ def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> 
     for i, t in enumerate(calibration.thresholds):
         color = colors[i % len(colors)]
         hist.axvspan(t.interval[0], t.interval[1], color=color, alpha=0.15)
-        hist.axvline(t.threshold, color=color, lw=1.5, label=f"t at FPR {t.target_fpr:.0e} ({calibration.confidence:.0%} CI)")
+        label = f"t at FPR {t.target_fpr:.0e} ({calibration.confidence:.0%} CI)"
+        hist.axvline(t.threshold, color=color, lw=1.5, label=label)
     hist.set_xlabel(f"{calibration.metric} distance")
     hist.set_ylabel("density")
     hist.set_title("pair distances")

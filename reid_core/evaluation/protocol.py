@@ -350,7 +350,8 @@ def _check_junk_labels(ctx: _Context) -> None:
         counts = {"junk (pid -1)": int((qp == -1).sum()), "distractor (pid 0)": int((qp == 0).sum()),
                   "with a label below -1": int((qp < -1).sum() + bad_gallery.sum())}
         described = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-        names = [ctx.q_name(i) for i in np.flatnonzero(bad_query)] + [ctx.g_name(j) for j in np.flatnonzero(bad_gallery)]
+        names = [ctx.q_name(i) for i in np.flatnonzero(bad_query)]
+        names += [ctx.g_name(j) for j in np.flatnonzero(bad_gallery)]
         ctx.add("junk_labels", "severe", int(bad_query.sum() + bad_gallery.sum()),
                 f"labels that cannot be evaluated: {described} (a distractor query matches every gallery distractor)",
                 names, "without those images", lambda: ctx.metrics(q_keep=~bad_query, g_keep=~bad_gallery))

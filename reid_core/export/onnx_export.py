@@ -212,7 +212,8 @@ def export_onnx(
                 expected = graph(x).numpy()  # (B, D)
                 got = session.run(["embedding"], {"images": x.numpy()})[0]  # (B, D)
                 if got.shape != expected.shape:
-                    raise OnnxMismatchError(f"batch {batch}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
+                    raise OnnxMismatchError(f"batch {batch}: onnxruntime gives shape {got.shape}, "
+                                            f"PyTorch {expected.shape}")
                 diffs[batch] = float(np.abs(got - expected).max())
                 embedding_dim = expected.shape[1]
             worst = max(diffs.values())
