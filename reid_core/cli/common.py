@@ -81,7 +81,7 @@ def list_images(folder: str | os.PathLike[str], what: str = "--images") -> list[
     root = Path(folder)
     if not root.is_dir():
         raise CLIError(f"{what} {root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in root.rglob("*") if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
     if not images:

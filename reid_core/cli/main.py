@@ -22,12 +22,15 @@ from reid_core.cli import calibrate, evaluate, export, extract, rank
 from reid_core.cli.common import CLIError
 from reid_core.data import DatasetLayoutError, ImageLoadError
 from reid_core.engine.checkpoint import CheckpointError
+from reid_core.export import OnnxMismatchError
 
 __all__ = ["build_parser", "main"]
 
 VERBS = {"extract": extract, "rank": rank, "evaluate": evaluate, "calibrate": calibrate, "export": export}
-# Errors caused by the input (a file, a folder, a setting), reported without a traceback.
-USER_ERRORS = (CLIError, CheckpointError, DatasetLayoutError, ImageLoadError, FileNotFoundError, ImportError)
+# Errors caused by the input (a file, a folder, a setting, a model that does not export), reported
+# in one line without a traceback.
+USER_ERRORS = (CLIError, CheckpointError, DatasetLayoutError, ImageLoadError, FileNotFoundError, ImportError,
+               OnnxMismatchError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,33 +72,8 @@ def run(args: argparse.Namespace) -> int:
     top = min(args.top, len(g_paths))
     order = torch.sort(ranking, dim=1, stable=True).indices[:, :top]  # (Q, top)
 
-    q_labels, g_labels = labels_from_names(q_paths), labels_from_names(g_paths)
-    labelled = q_labels is not None and g_labels is not None
-    queries, records = [], []
-    for qi, q_path in enumerate(q_paths):
-        q_pid = int(q_labels[0][qi]) if labelled else None
-        ranked, rows = [], []
-        for gi in order[qi].tolist():
-            g_pid = int(g_labels[0][gi]) if labelled else None
-            d = float(dist[qi, gi])
-            item = RankedItem(
-                path=g_paths[gi], name=g_paths[gi].relative_to(g_root).as_posix(), distance=float(ranking[qi, gi]),
-                pid=g_pid, match=(q_pid == g_pid) if labelled else None,
-                same_person=(d < threshold[1]) if threshold else None,
-            )
-            ranked.append(item)
-            row = {"gallery": item.name, "distance": d}
-            if args.rerank:
-                row["reranked_distance"] = item.distance
-            if threshold:
-                row["same_person"] = item.same_person
-            if labelled:
-                row.update(gallery_pid=g_pid, match=item.match)
-            rows.append(row)
-        q_name = q_path.relative_to(q_root).as_posix()
-        queries.append(RankedQuery(path=q_path, name=q_name, pid=q_pid, ranked=ranked))
-        records.append({"query": q_name, **({"query_pid": q_pid} if labelled else {}), "ranked": rows})
-
+    queries, records, labelled = _ranked_lists(q_root, g_root, q_paths, g_paths, dist, ranking, order, threshold,
+                                               args.rerank)
     summary = [
         f"model: {args.model} ({card.architecture}, {card.model_kwargs}, trained on "
         f"{card.training.get('dataset', 'unknown data')})",
@@ -121,6 +96,44 @@ def run(args: argparse.Namespace) -> int:
         hits = sum(q.ranked[0].match for q in queries)
         print(f"rank-1 same identity (from file names): {hits} of {len(queries)} queries")
     return 0
+
+
+def _ranked_lists(
+    q_root: Path, g_root: Path, q_paths: list[Path], g_paths: list[Path], dist: torch.Tensor, ranking: torch.Tensor,
+    order: torch.Tensor, threshold: tuple[float, float] | None, rerank: bool,
+) -> tuple[list[RankedQuery], list[dict], bool]:
+    """The page's lists and the table records, from (Q, G) distances and the (Q, top) ranking order.
+
+    Returns:
+        ``(queries, records, labelled)``; ``labelled``: every file name gave an identity.
+    """
+    q_labels, g_labels = labels_from_names(q_paths), labels_from_names(g_paths)
+    labelled = q_labels is not None and g_labels is not None
+    queries, records = [], []
+    for qi, q_path in enumerate(q_paths):
+        q_pid = int(q_labels[0][qi]) if labelled else None
+        ranked, rows = [], []
+        for gi in order[qi].tolist():
+            g_pid = int(g_labels[0][gi]) if labelled else None
+            d = float(dist[qi, gi])
+            item = RankedItem(
+                path=g_paths[gi], name=g_paths[gi].relative_to(g_root).as_posix(), distance=float(ranking[qi, gi]),
+                pid=g_pid, match=(q_pid == g_pid) if labelled else None,
+                same_person=(d < threshold[1]) if threshold else None,
+            )
+            ranked.append(item)
+            row: dict[str, object] = {"gallery": item.name, "distance": d}
+            if rerank:
+                row["reranked_distance"] = item.distance
+            if threshold:
+                row["same_person"] = item.same_person
+            if labelled:
+                row.update(gallery_pid=g_pid, match=item.match)
+            rows.append(row)
+        q_name = q_path.relative_to(q_root).as_posix()
+        queries.append(RankedQuery(path=q_path, name=q_name, pid=q_pid, ranked=ranked))
+        records.append({"query": q_name, **({"query_pid": q_pid} if labelled else {}), "ranked": rows})
+    return queries, records, labelled
 
 
 def _write_tables(out: Path, records: list[dict], args: argparse.Namespace, metric: str,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
+from tqdm import tqdm
 
 from reid_core.data import read_image
 
@@ -150,7 +151,7 @@ def write_rank_page(
 
     esc = html.escape
     rows = []
-    for q in queries:
+    for q in tqdm(queries, desc="rank page", unit="query", mininterval=2.0, leave=False):
         q_lines = ["<b>query</b>", f'<span class="name">{esc(q.name)}</span>']
         if q.pid is not None:
             q_lines.insert(1, f"pid {q.pid}")
