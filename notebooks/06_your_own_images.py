@@ -68,8 +68,8 @@ from reid_core.results import write_result
 
 PROFILES = {
     "smoke": dict(preset="smoke", num_queries=6, bootstrap=200, top=5, leaked=2, latency_repeats=3),
-    "synth": dict(preset="synth", num_queries=12, bootstrap=1000, top=10, leaked=3, latency_repeats=20),
-    "paper": dict(preset=None, num_queries=12, bootstrap=1000, top=10, leaked=3, latency_repeats=20),
+    "synth": dict(preset="synth", num_queries=12, bootstrap=1000, top=10, leaked=100, latency_repeats=20),
+    "paper": dict(preset=None, num_queries=12, bootstrap=1000, top=10, leaked=300, latency_repeats=20),
 }
 cfg = select_profile(PROFILES, profile, overrides)
 data_root, results_dir = Path(data_root).resolve(), Path(results_dir).resolve()
@@ -177,8 +177,9 @@ print(f"chapter 01 reported R1 {chapter01['rank1']:.2f} mAP {chapter01['mAP']:.2
 assert abs(evaluation["mAP"] - chapter01["mAP"]) < 0.5, "the model file does not reproduce chapter 01"
 
 # %% [markdown]
-# Now a test set built with a classic mistake: a few query images were also copied into the
-# gallery, under another camera's name (as happens when one folder of crops is split twice).
+# Now a test set built with a classic mistake: some query images (about one in eight in the
+# `synth` profile) were also copied into the gallery under another camera's name, as happens
+# when one folder of crops is split twice.
 # The check finds the copies by their bytes, stops the evaluation, and with
 # `--allow-protocol-errors` shows how much they inflate the metrics.
 

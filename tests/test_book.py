@@ -96,3 +96,16 @@ def test_screenshot(server: str, tmp_path: Path) -> None:
                              f"--screenshot={shot}", "--window-size=1200,900", f"{server}/book/intro.html"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, result.stderr[-2000:]
+
+
+def test_stand_alone_pages_are_linked_and_copied(site: Path) -> None:
+    """Chapter pages link stand-alone pages (chapter 06's ranked lists) that tools/build_book.py copies in."""
+    links = []
+    for page in PAGES:
+        html = (site / f"{page}.html").read_text()
+        links += [(page, href) for href in re.findall(r'href="([^"#]*pages/[^"#]+)"', html)]
+    assert links, "no chapter links a stand-alone page (chapter 06 links its ranked-list page)"
+    for page, href in links:
+        target = ((site / page).parent / href).resolve()
+        assert target.is_file(), f"{page} links {href}, which is missing from the site"
+        assert 'class="thumb"' in target.read_text(), f"{target} is not a ranked-list page"
