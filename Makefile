@@ -32,7 +32,7 @@ venv: $(STAMP)
 data: $(STAMP)
 	$(PY) tools/render_data.py --profile $(PROFILE)
 
-notebooks: data
+notebooks: data browser  # chapter 06 takes a screenshot of its ranked-list page with chromium
 	$(PY) tools/run_notebooks.py --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force,)
 
 book: notebooks

@@ -74,8 +74,8 @@ from reid_core.book import (
 )
 from reid_core.data import build_dataset, prepare_synthreid, SynthReID
 from reid_core.engine import (
-    build_test_loader, build_train_loader, evaluate_distance, evaluate_reid, Features, metrics_from_cmc,
-    seed_everything, TrainConfig, Trainer,
+    build_test_loader, build_train_loader, chapter_model_path, evaluate_distance, evaluate_reid, Features,
+    metrics_from_cmc, ModelCard, save_model, seed_everything, TrainConfig, Trainer,
 )
 from reid_core.evaluation import compute_distance_matrix, evaluate_rank
 from reid_core.losses import BaselineLoss
@@ -284,6 +284,10 @@ print("strong baseline:", result)
 write_result(results_dir, "01_reid_basics", "baseline", method=f"strong baseline ({cfg['backbone']})",
              dataset=dataset_name, profile=profile, train_seconds=train_seconds, device=str(dev),
              params={k: v for k, v in cfg.items() if k != "preset"}, **result.metrics)
+card = ModelCard("baseline", data.num_train_pids, {"backbone": cfg["backbone"], "last_stride": 1}, cfg["height"],
+                 cfg["width"], embedding="BNNeck output f_i", training={"dataset": dataset_name, "recipe": cfg},
+                 results=result.metrics)  # the model file for `reid` and chapter 06:
+save_model(model, card, chapter_model_path(results_dir, "01_reid_basics", profile, dataset))
 plot_cmc({"colour histogram": hist_cmc, "strong baseline": result.cmc})
 plt.show()
 

@@ -279,3 +279,16 @@ def test_chapter_screenshot_offline(page: str, server: str, tmp_path: Path) -> N
 
 def test_intro_screenshot_offline(server: str, tmp_path: Path) -> None:
     _screenshot(f"{server}/book/intro.html", SCREENSHOTS / "intro.png", tmp_path / "chrome", size="1200,900")
+
+
+def test_stand_alone_pages_are_linked_and_copied(site: Path) -> None:
+    """Chapter pages link stand-alone pages (chapter 06's ranked lists) that tools/build_book.py copies in."""
+    links = []
+    for page in PAGES:
+        html = (site / f"{page}.html").read_text()
+        links += [(page, href) for href in re.findall(r'href="([^"#]*pages/[^"#]+)"', html)]
+    assert links, "no chapter links a stand-alone page (chapter 06 links its ranked-list page)"
+    for page, href in links:
+        target = ((site / page).parent / href).resolve()
+        assert target.is_file(), f"{page} links {href}, which is missing from the site"
+        assert 'class="thumb"' in target.read_text(), f"{target} is not a ranked-list page"

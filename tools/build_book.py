@@ -133,8 +133,21 @@ def build(stage: Path, results_dir: Path, out_dir: Path, runs: list[ChapterRun])
     if result.returncode != 0:
         raise SystemExit(f"jupyter-book build failed (exit {result.returncode})")
     html = build_dir / "html"
+    copy_pages(results_dir, html / "pages")
     print(f"book built: {html / 'index.html'}")
     return html
+
+
+def copy_pages(results_dir: Path, target: Path) -> None:
+    """Copy the stand-alone pages notebooks leave in ``results_dir/<notebook>/site/`` to ``target/<notebook>/``.
+
+    A notebook links them as ``../../pages/<notebook>/...`` (e.g. the ranked-list page of
+    chapter 06, an HTML file with its thumbnails), which Sphinx would not copy by itself.
+    """
+    for site in sorted(Path(results_dir).glob("*/site")):
+        destination = target / site.parent.name
+        shutil.copytree(site, destination, dirs_exist_ok=True)
+        print(f"copied {site} -> {destination}")
 
 
 def main(argv: list[str] | None = None) -> None:

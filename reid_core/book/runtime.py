@@ -51,16 +51,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else the CPU; any other value is parsed by torch.
 
     Raises:
-        ValueError: for a string torch cannot parse, naming the parameter and the valid forms.
+        ValueError: for a string torch cannot parse (naming the valid forms), or CUDA asked for where
+            there is none.
     """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return default_device()
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine (use 'auto' or 'cpu')")
+    return resolved
 
 
 def checkpoint_dir(results_dir: str | os.PathLike[str], notebook: str, run: str, profile: str) -> str | None:

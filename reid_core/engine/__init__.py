@@ -28,6 +28,15 @@ from reid_core.engine.fingerprint import (
     run_fingerprint,
 )
 from reid_core.engine.loaders import build_test_loader, build_train_loader, default_workers
+from reid_core.engine.model_card import (
+    MODEL_CARD_FORMAT,
+    LoadedModel,
+    ModelCard,
+    chapter_model_path,
+    load_model,
+    save_model,
+    update_model_card,
+)
 from reid_core.engine.parallel_runs import (
     RunFailedError,
     RunOutcome,
@@ -55,6 +64,9 @@ __all__ = [
     "FINGERPRINT_KEY",
     "Features",
     "FreezeBackboneBN",
+    "LoadedModel",
+    "MODEL_CARD_FORMAT",
+    "ModelCard",
     "NOT_RECIPE",
     "PRECISIONS",
     "ParallelTraining",
@@ -69,6 +81,7 @@ __all__ = [
     "build_lr_schedule",
     "build_test_loader",
     "build_train_loader",
+    "chapter_model_path",
     "check_fingerprint",
     "check_precision",
     "cpu_has_native_bf16",
@@ -82,13 +95,16 @@ __all__ = [
     "fingerprint_differences",
     "init_distributed",
     "load_checkpoint",
+    "load_model",
     "metrics_from_cmc",
     "remove_stale_temp_files",
     "run_fingerprint",
     "run_side_by_side",
     "save_checkpoint",
+    "save_model",
     "seed_everything",
     "shard_bounds",
     "shutdown_distributed",
+    "update_model_card",
     "values_or_raise",
 ]

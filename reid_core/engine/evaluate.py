@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from reid_core.engine.distributed import extract_features_distributed
 from reid_core.engine.features import Features, extract_features
 from reid_core.evaluation.distance import compute_distance_matrix
+from reid_core.evaluation.protocol import ProtocolError, ProtocolReport, check_protocol
 
 __all__ = ["EvalResult", "evaluate_reid", "evaluate_distance", "metrics_from_cmc"]
 
@@ -57,8 +59,18 @@ def evaluate_distance(
     q_q_dist: Tensor | None = None,
     g_g_dist: Tensor | None = None,
     max_rank: int = 50,
+    *,
+    query_paths: Sequence[str] | None = None,
+    gallery_paths: Sequence[str] | None = None,
+    allow_protocol_errors: bool = False,
 ) -> EvalResult:
-    """CMC/mAP of a precomputed (Q, G) distance; with ``rerank`` also needs the q-q and g-g blocks."""
+    """CMC/mAP of a precomputed (Q, G) distance; with ``rerank`` also needs the q-q and g-g blocks.
+
+    The protocol checks (:func:`reid_core.evaluation.protocol.check_protocol`) run first, on the
+    labels and, given ``query_paths`` / ``gallery_paths``, on the files; their report is in
+    ``result.extra["protocol"]``. A severe finding raises :class:`ProtocolError` unless
+    ``allow_protocol_errors``; a warning is issued as a Python warning.
+    """
     from reid_core.evaluation.rank import evaluate_rank
 
     distmat = torch.as_tensor(distmat)
@@ -68,9 +80,21 @@ def evaluate_distance(
         if q_q_dist is None or g_g_dist is None:
             raise ValueError("rerank=True needs q_q_dist and g_g_dist")
         distmat = torch.as_tensor(re_ranking(distmat, q_q_dist, g_g_dist))
+    report = check_protocol(query.pids, gallery.pids, query.camids, gallery.camids, q_paths=query_paths,
+                            g_paths=gallery_paths, distmat=distmat)
+    _raise_or_warn(report, allow_protocol_errors)
     max_rank = min(max_rank, distmat.shape[1])
     cmc, mAP = evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank)
-    return EvalResult(np.asarray(cmc), float(mAP), metrics_from_cmc(cmc, mAP), distmat, query, gallery)
+    return EvalResult(np.asarray(cmc), float(mAP), metrics_from_cmc(cmc, mAP), distmat, query, gallery,
+                      extra={"protocol": report})
+
+
+def _raise_or_warn(report: ProtocolReport, allow_errors: bool) -> None:
+    if report.severe and not allow_errors:
+        raise ProtocolError(report)
+    for finding in report.findings:
+        if finding.severity != "info":
+            warnings.warn(f"protocol check {finding.check}: {finding.message}", stacklevel=3)
 
 
 def evaluate_reid(
@@ -88,6 +112,7 @@ def evaluate_reid(
     progress: bool = True,
     split_across_processes: bool = False,
     precision: str = "auto",
+    allow_protocol_errors: bool = False,
 ) -> EvalResult:
     """Extract query and gallery features and evaluate with the Market-1501 protocol.
 
@@ -108,6 +133,8 @@ def evaluate_reid(
             (:func:`~reid_core.engine.distributed.extract_features_distributed`); every process
             must call it, and every process computes the same distances and metrics.
         precision: autocast of the feature extraction (see :func:`extract_features`).
+        allow_protocol_errors: evaluate despite severe protocol findings (see :func:`evaluate_distance`;
+            the loaders' image paths are checked too when their datasets list ``items``).
     """
     extract = extract_features_distributed if split_across_processes else extract_features
     options = dict(device=device, field=field, flip=flip, normalize=normalize, progress=progress, precision=precision)
@@ -117,4 +144,12 @@ def evaluate_reid(
     qg = dist(query.features, gallery.features)
     qq = dist(query.features, query.features) if rerank else None
     gg = dist(gallery.features, gallery.features) if rerank else None
-    return evaluate_distance(qg, query, gallery, rerank=rerank, q_q_dist=qq, g_g_dist=gg, max_rank=max_rank)
+    return evaluate_distance(qg, query, gallery, rerank=rerank, q_q_dist=qq, g_g_dist=gg, max_rank=max_rank,
+                             query_paths=_paths(query_loader), gallery_paths=_paths(gallery_loader),
+                             allow_protocol_errors=allow_protocol_errors)
+
+
+def _paths(loader: torch.utils.data.DataLoader) -> list[str] | None:
+    """The image paths of a loader over an :class:`~reid_core.data.ImageDataset`, else ``None``."""
+    items = getattr(loader.dataset, "items", None)
+    return [path for path, _, _ in items] if items is not None else None
