@@ -39,7 +39,9 @@ class ClusterFeatures:
     g_camids: Tensor
 
 
-def _draw(num: int, centres: Tensor, bias: Tensor, noise: float, gen: torch.Generator, chunk: int = 8192) -> tuple[Tensor, Tensor, Tensor]:
+def _draw(
+    num: int, centres: Tensor, bias: Tensor, noise: float, gen: torch.Generator, chunk: int = 8192
+) -> tuple[Tensor, Tensor, Tensor]:
     """``num`` images: random identity and camera, chunked to keep temporaries small."""
     pids = torch.randint(0, centres.shape[0], (num,), generator=gen)  # (n,)
     cams = torch.randint(0, bias.shape[0], (num,), generator=gen)  # (n,)

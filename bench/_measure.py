@@ -13,7 +13,8 @@ import queue as queue_module
 import resource
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["run_isolated", "current_rss_bytes"]
 
@@ -33,7 +34,7 @@ def _peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def _child(target: Callable[..., dict[str, Any]], kwargs: dict[str, Any], queue: "mp.Queue[dict[str, Any]]") -> None:
+def _child(target: Callable[..., dict[str, Any]], kwargs: dict[str, Any], queue: mp.Queue[dict[str, Any]]) -> None:
     try:
         result = target(**kwargs)
         result.setdefault("peak_bytes", _peak_rss_bytes())  # a case may report the peak of its main part
@@ -53,7 +54,7 @@ def run_isolated(target: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[s
         The child's dict with ``peak_bytes`` added, or ``{"error": ...}`` if it raised or died.
     """
     ctx = mp.get_context("spawn")
-    queue: "mp.Queue[dict[str, Any]]" = ctx.Queue()
+    queue: mp.Queue[dict[str, Any]] = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, kwargs, queue))
     proc.start()
     while True:  # read before join (a queued result keeps the child alive); notice a killed child

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -114,8 +114,11 @@ def main() -> None:
     x_cpu = torch.randn(n, s, d, generator=gen).relu_() * 0.15  # (N, S, D)
     y_cpu = torch.randn(m, s, d, generator=gen).relu_() * 0.15  # (M, S, D)
     x, y = x_cpu.to(device), y_cpu.to(device)
-    print(f"aligned distance: {n} x {m} pairs, {s} stripes of {d}-d, float32, device {device}, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"aligned distance: {n} x {m} pairs, {s} stripes of {d}-d, float32, device {device}, "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     start = time.perf_counter()
     ref = reference_numpy(x_cpu.numpy(), y_cpu.numpy())

@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ TARGET_SPEEDUP = 5.0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     num_q, num_g, num_ids, num_cams = MARKET
     parser.add_argument("--num-query", type=int, default=num_q)
     parser.add_argument("--num-gallery", type=int, default=num_g, help="gallery size, distractors included")
@@ -65,15 +67,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-cameras", type=int, default=num_cams)
     parser.add_argument("--num-distractors", type=int, default=2793, help="gallery images of other people (pid 0)")
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the synthetic features")
-    parser.add_argument("--noise", type=float, nargs="+", default=list(NOISE_LEVELS), help="feature noise of each level")
+    parser.add_argument(
+        "--noise", type=float, nargs="+", default=list(NOISE_LEVELS), help="feature noise of each level"
+    )
     parser.add_argument("--max-rank", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours (best is kept); torchreid gets 3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small problem (300 x 1,500) for a smoke run")
-    parser.add_argument("--device", default="cpu", help="where evaluate_rank runs (cpu, cuda); references stay on the CPU")
+    parser.add_argument(
+        "--device", default="cpu", help="where evaluate_rank runs (cpu, cuda); references stay on the CPU"
+    )
     parser.add_argument("--no-torchreid", action="store_true", help="do not look for or install torchreid")
     parser.add_argument(
-        "--torchreid-dir", default=os.path.join(tempfile.gettempdir(), "reid_book_torchreid"),
+        "--torchreid-dir",
+        default=os.path.join(tempfile.gettempdir(), "reid_book_torchreid"),
         help="pip --target folder for pyppbox-torchreid (kept out of the project venv)",
     )
     args = parser.parse_args()
@@ -100,8 +107,14 @@ class Problem:
 def market_like_problem(args: argparse.Namespace, noise: float) -> Problem:
     """Euclidean distances between Gaussian-cluster features shaped like Market-1501's test set."""
     f = gaussian_cluster_features(
-        args.num_query, args.num_gallery, dim=args.dim, num_ids=args.num_ids, num_cameras=args.num_cameras,
-        seed=args.seed, noise=noise, num_distractors=args.num_distractors,
+        args.num_query,
+        args.num_gallery,
+        dim=args.dim,
+        num_ids=args.num_ids,
+        num_cameras=args.num_cameras,
+        seed=args.seed,
+        noise=noise,
+        num_distractors=args.num_distractors,
     )
     dist = compute_distance_matrix(f.qf, f.gf).numpy()  # (Q, G) float32
     ids = [x.numpy().astype(np.int64) for x in (f.q_pids, f.g_pids, f.q_camids, f.g_camids)]
@@ -130,7 +143,7 @@ def numpy_loop_rank(p: Problem, max_rank: int) -> dict[str, np.ndarray | float]:
         match = (pids == p.q_pids[q])[(pids != -1) & ~((pids == p.q_pids[q]) & (cams == p.q_camids[q]))]
         if not match.any():
             continue
-        cmc_sum[int(np.argmax(match)):] += 1
+        cmc_sum[int(np.argmax(match)) :] += 1
         positions = np.flatnonzero(match) + 1  # ranks of the matches
         precision = np.arange(1, positions.size + 1) / positions
         n = positions.size  # R
@@ -138,8 +151,13 @@ def numpy_loop_rank(p: Problem, max_rank: int) -> dict[str, np.ndarray | float]:
         inps.append(n / positions[-1])
         maps_at_r.append(precision[positions <= n].sum() / n)
         r_precisions.append(np.sum(positions <= n) / n)
-    return {"cmc": cmc_sum / len(aps), "mAP": float(np.mean(aps)), "mINP": float(np.mean(inps)),
-            "map_at_r": float(np.mean(maps_at_r)), "r_precision": float(np.mean(r_precisions))}
+    return {
+        "cmc": cmc_sum / len(aps),
+        "mAP": float(np.mean(aps)),
+        "mINP": float(np.mean(inps)),
+        "map_at_r": float(np.mean(maps_at_r)),
+        "r_precision": float(np.mean(r_precisions)),
+    }
 
 
 def load_torchreid_cython(target_dir: str) -> tuple[Callable | None, str]:
@@ -217,7 +235,9 @@ def run_level(args: argparse.Namespace, noise: float, evaluate_cy: Callable | No
     t_cy = None
     if evaluate_cy is not None:
         ids64 = [np.ascontiguousarray(x, dtype=np.int64) for x in p.ids]
-        t_cy, (cmc_cy, map_cy) = best_time(lambda: evaluate_cy(p.dist, *ids64, args.max_rank, False), min(args.repeats, 3))
+        t_cy, (cmc_cy, map_cy) = best_time(
+            lambda: evaluate_cy(p.dist, *ids64, args.max_rank, False), min(args.repeats, 3)
+        )
         np.testing.assert_allclose(result.cmc, cmc_cy, atol=1e-6)
         # torchreid sums float32 precisions and averages float32 APs: a few 1e-7 of rounding.
         assert abs(result.mAP - float(map_cy)) <= 5e-6, (noise, result.mAP, map_cy)
@@ -227,19 +247,28 @@ def run_level(args: argparse.Namespace, noise: float, evaluate_cy: Callable | No
 def main() -> None:
     args = parse_args()
     threads = torch.get_num_threads()
-    print(f"problem: {args.num_query:,} x {args.num_gallery:,} float32, {args.num_ids} ids, {args.num_cameras} cameras, "
-          f"{args.num_distractors:,} distractors, {args.dim}-d clusters; evaluate_rank on {args.device}; "
-          f"torch {torch.__version__}, {threads} threads; shared machine: timings are noisy", flush=True)
-    evaluate_cy, how = (None, "skipped (--no-torchreid)") if args.no_torchreid else load_torchreid_cython(args.torchreid_dir)
+    print(
+        f"problem: {args.num_query:,} x {args.num_gallery:,} float32, {args.num_ids} ids, {args.num_cameras} cameras, "
+        f"{args.num_distractors:,} distractors, {args.dim}-d clusters; evaluate_rank on {args.device}; "
+        f"torch {torch.__version__}, {threads} threads; shared machine: timings are noisy",
+        flush=True,
+    )
+    evaluate_cy, how = (
+        (None, "skipped (--no-torchreid)") if args.no_torchreid else load_torchreid_cython(args.torchreid_dir)
+    )
     print(f"torchreid: {how}", flush=True)
 
     levels = [run_level(args, noise, evaluate_cy) for noise in tqdm(args.noise, desc="noise levels", unit="level")]
 
-    print("all implementations agree at every level (numpy loop: CMC, mAP, mINP, MAP@R, R-precision within 1e-6; "
-          "torchreid: CMC within 1e-6, mAP within 5e-6)")
+    print(
+        "all implementations agree at every level (numpy loop: CMC, mAP, mINP, MAP@R, R-precision within 1e-6; "
+        "torchreid: CMC within 1e-6, mAP within 5e-6)"
+    )
     # torchreid's Cython runs on one thread: the last column compares like with like.
-    header = (f"| noise | mAP | mINP | MAP@R | ours, {threads} threads (s) | ours, 1 thread (s) | "
-              "torchreid Cython (s) | numpy loop (s) | Cython / ours | Cython / ours on 1 thread |")
+    header = (
+        f"| noise | mAP | mINP | MAP@R | ours, {threads} threads (s) | ours, 1 thread (s) | "
+        "torchreid Cython (s) | numpy loop (s) | Cython / ours | Cython / ours on 1 thread |"
+    )
     print(header)
     print("| --- " * (header.count("|") - 1) + "|")
     for lv in levels:
@@ -248,23 +277,31 @@ def main() -> None:
             cy = f"{lv.seconds_torchreid:.2f}"
             ratio = f"{lv.seconds_torchreid / lv.seconds_ours:.1f}x"
             ratio_1 = f"{lv.seconds_torchreid / lv.seconds_ours_1_thread:.1f}x"
-        print(f"| {lv.noise:g} | {lv.mAP:.3f} | {lv.mINP:.4f} | {lv.map_at_r:.3f} | {lv.seconds_ours:.3f} | "
-              f"{lv.seconds_ours_1_thread:.3f} | {cy} | {lv.seconds_numpy_loop:.2f} | {ratio} | {ratio_1} |")
+        print(
+            f"| {lv.noise:g} | {lv.mAP:.3f} | {lv.mINP:.4f} | {lv.map_at_r:.3f} | {lv.seconds_ours:.3f} | "
+            f"{lv.seconds_ours_1_thread:.3f} | {cy} | {lv.seconds_numpy_loop:.2f} | {ratio} | {ratio_1} |"
+        )
 
     scale_note = "" if not args.quick else " (--quick: not the issue's scale, indicative only)"
     slowest = max(lv.seconds_ours for lv in levels)
     fastest = min(lv.seconds_ours for lv in levels)
-    print(f"target: ours under {MAX_SECONDS} s at every level: slowest {slowest:.3f} s, fastest {fastest:.3f} s -> "
-          f"{'met' if slowest < MAX_SECONDS else 'NOT met'}{scale_note}")
+    print(
+        f"target: ours under {MAX_SECONDS} s at every level: slowest {slowest:.3f} s, fastest {fastest:.3f} s -> "
+        f"{'met' if slowest < MAX_SECONDS else 'NOT met'}{scale_note}"
+    )
     if all(lv.seconds_torchreid is not None for lv in levels):
         worst = min(lv.seconds_torchreid / lv.seconds_ours for lv in levels)
-        print(f"target: >= {TARGET_SPEEDUP:.0f}x faster than torchreid's Cython at every level: lowest ratio "
-              f"{worst:.1f}x -> {'met' if worst >= TARGET_SPEEDUP else 'NOT met'}{scale_note}")
+        print(
+            f"target: >= {TARGET_SPEEDUP:.0f}x faster than torchreid's Cython at every level: lowest ratio "
+            f"{worst:.1f}x -> {'met' if worst >= TARGET_SPEEDUP else 'NOT met'}{scale_note}"
+        )
     else:
         print("target: ratio to torchreid's Cython not measured (it was not available)")
     if any(lv.seconds_ours > 1.5 * lv.seconds_ours_1_thread for lv in levels):
-        print(f"note: {threads} threads slower than 1 means the CPU is shared with other work (each parallel torch op "
-              "waits for a descheduled thread); compare against torchreid measured in the same run")
+        print(
+            f"note: {threads} threads slower than 1 means the CPU is shared with other work (each parallel torch op "
+            "waits for a descheduled thread); compare against torchreid measured in the same run"
+        )
 
 
 if __name__ == "__main__":

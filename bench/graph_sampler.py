@@ -117,8 +117,10 @@ def bench_sampler(args: argparse.Namespace) -> None:
     dist_t = torch.rand(num_classes, num_classes, generator=torch.Generator().manual_seed(args.seed))  # (C, C)
     dist_np = dist_t.numpy()
     k = args.batch_size // args.num_instances - 1
-    print(f"\n(i) Graph Sampling: {num_classes} classes, {len(pids)} images, B={args.batch_size}, "
-          f"K={args.num_instances}, k={k} neighbours")
+    print(
+        f"\n(i) Graph Sampling: {num_classes} classes, {len(pids)} images, B={args.batch_size}, "
+        f"K={args.num_instances}, k={k} neighbours"
+    )
 
     sampler = GraphSampler(pids, args.batch_size, args.num_instances, seed=args.seed)
     graph_times, epoch_times, epochs = [], [], []
@@ -158,11 +160,16 @@ def bench_sampler(args: argparse.Namespace) -> None:
     check_epoch(ours, sampler.neighbors, pids, args.num_instances)
     check_epoch(np.asarray(ref_batches), np.asarray(ref_neighbors), pids, args.num_instances)
     print(f"  {'':24s}{'ours':>10s}{'loops':>10s}{'speed-up':>10s}")
-    for name, a, b in (("graph (kNN of C rows)", t_graph, t_ref_graph), ("one epoch of batches", t_epoch, t_ref_epoch),
-                       ("graph + epoch", t_graph + t_epoch, t_ref_graph + t_ref_epoch)):
+    for name, a, b in (
+        ("graph (kNN of C rows)", t_graph, t_ref_graph),
+        ("one epoch of batches", t_epoch, t_ref_epoch),
+        ("graph + epoch", t_graph + t_epoch, t_ref_graph + t_ref_epoch),
+    ):
         print(f"  {name:24s}{a:9.3f}s{b:9.3f}s{b / a:9.1f}x")
-    print(f"  neighbour distances identical: {bool(same)} (index order differs only among ties, "
-          f"in {tied_rows} rows); both epochs pass the GS checks")
+    print(
+        f"  neighbour distances identical: {bool(same)} (index order differs only among ties, "
+        f"in {tied_rows} rows); both epochs pass the GS checks"
+    )
     assert same, "neighbour lists differ from the reference"
 
 
@@ -207,8 +214,10 @@ def reference_pair_scores(
 def bench_qaconv(args: argparse.Namespace, device: torch.device) -> None:
     n, d, h, w = args.maps, args.dim, args.height, args.width
     chunk = args.chunk or (128 if device.type == "cuda" else 32)  # match_all's defaults
-    print(f"\n(ii) QAConv all-pairs scoring: {n} x {n} maps of {h}x{w} positions, {d}-d, on {device} "
-          f"(chunk {chunk}{', fp16 autocast' if device.type == 'cuda' else ', fp32'})")
+    print(
+        f"\n(ii) QAConv all-pairs scoring: {n} x {n} maps of {h}x{w} positions, {d}-d, on {device} "
+        f"(chunk {chunk}{', fp16 autocast' if device.type == 'cuda' else ', fp32'})"
+    )
     gen = torch.Generator().manual_seed(args.seed)
     probe = F.normalize(torch.randn(n, d, h, w, generator=gen), dim=1).to(device)  # (N, d, h, w)
     gallery = F.normalize(torch.randn(n, d, h, w, generator=gen), dim=1).to(device)  # (N, d, h, w)
@@ -238,8 +247,10 @@ def bench_qaconv(args: argparse.Namespace, device: torch.device) -> None:
     spread = float(np.std(ref))
     tol = (0.05 if device.type == "cuda" else 1e-3) * max(spread, 1.0)
     print(f"  ours (match_all, all {n * n} pairs):       {t_ours:9.3f}s  ({n * n / t_ours:,.0f} pairs/s)")
-    print(f"  per-pair loop ({num_pairs} random pairs):   {t_loop:9.3f}s  "
-          f"-> extrapolated to {n * n} pairs: {t_loop_all:9.1f}s")
+    print(
+        f"  per-pair loop ({num_pairs} random pairs):   {t_loop:9.3f}s  "
+        f"-> extrapolated to {n * n} pairs: {t_loop_all:9.1f}s"
+    )
     print(f"  speed-up (extrapolated loop / ours): {t_loop_all / t_ours:,.1f}x")
     print(f"  agreement on the {num_pairs} pairs: max |diff| = {err:.2e} (score std {spread:.2f}, tol {tol:.2e})")
     assert err <= tol, "QAConv scores disagree with the per-pair reference"
@@ -257,13 +268,17 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=24, help="map height (24)")
     parser.add_argument("--width", type=int, default=8, help="map width (8)")
     parser.add_argument("--dim", type=int, default=128, help="map channels d (128)")
-    parser.add_argument("--chunk", type=int, default=0,
-                        help="match_all block size (0: its default, 128 on CUDA, 32 on CPU)")
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="match_all block size (0: its default, 128 on CUDA, 32 on CPU)"
+    )
     parser.add_argument("--loop-pairs", type=int, default=2000, help="pairs timed in the per-pair loop (2,000)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device for (ii)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of ours and of the reference epoch, median reported (3); "
-                        "the reference graph runs once")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of ours and of the reference epoch, median reported (3); the reference graph runs once",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:

@@ -67,7 +67,9 @@ def _distance_blocks(feats: Any) -> tuple[Any, Any, Any, float]:
     return q_g, q_q, g_g, time.perf_counter() - start
 
 
-def case_numpy_baseline(num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int) -> dict[str, Any]:
+def case_numpy_baseline(
+    num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int
+) -> dict[str, Any]:
     """The common implementation's steps on numpy distance matrices."""
     from _rerank_reference import numpy_re_ranking
 
@@ -82,7 +84,9 @@ def case_numpy_baseline(num_query: int, num_gallery: int, dim: int, seed: int, o
     return {"seconds": seconds, "distance_seconds": dist_seconds, "inputs_bytes": inputs}
 
 
-def case_re_ranking(num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int) -> dict[str, Any]:
+def case_re_ranking(
+    num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int
+) -> dict[str, Any]:
     """reid_core.evaluation.rerank.re_ranking on the same distance matrices (torch)."""
     from reid_core.evaluation.rerank.k_reciprocal import re_ranking
 
@@ -96,7 +100,9 @@ def case_re_ranking(num_query: int, num_gallery: int, dim: int, seed: int, out_p
     return {"seconds": seconds, "distance_seconds": dist_seconds, "inputs_bytes": inputs}
 
 
-def case_from_features(num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int) -> dict[str, Any]:
+def case_from_features(
+    num_query: int, num_gallery: int, dim: int, seed: int, out_path: str, threads: int
+) -> dict[str, Any]:
     """reid_core.evaluation.rerank.re_ranking_from_features on the features."""
     from reid_core.evaluation.rerank.k_reciprocal import re_ranking_from_features
 
@@ -144,7 +150,13 @@ def compare_at(
         for name in methods:
             print(f"  running {name} ({num_query} x {num_gallery}, {dim}-d) ...", flush=True)
             res = run_isolated(
-                CASES[name], num_query=num_query, num_gallery=num_gallery, dim=dim, seed=seed, out_path=paths[name], threads=threads
+                CASES[name],
+                num_query=num_query,
+                num_gallery=num_gallery,
+                dim=dim,
+                seed=seed,
+                out_path=paths[name],
+                threads=threads,
             )
             if "error" in res:
                 print(f"    failed: {res['error']}")
@@ -214,7 +226,13 @@ def sweep(args: argparse.Namespace, market: dict[str, dict[str, Any]]) -> dict[s
         for name in methods:
             if name in res and "peak_bytes" in res[name]:
                 points[name].append((num_gallery, res[name]["peak_bytes"] / GB, res[name]["seconds"]))
-    return {"queries": args.queries, "dim": args.figure_dim, "main_dim": args.dim, "main_gallery": args.gallery, "points": points}
+    return {
+        "queries": args.queries,
+        "dim": args.figure_dim,
+        "main_dim": args.dim,
+        "main_gallery": args.gallery,
+        "points": points,
+    }
 
 
 def plot(data: dict[str, Any], path: str) -> None:
@@ -225,7 +243,11 @@ def plot(data: dict[str, Any], path: str) -> None:
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = {"numpy baseline": ("o-", "common numpy implementation"), "re_ranking": ("s-", "re_ranking (distance matrices in)"), "re_ranking_from_features": ("^-", "re_ranking_from_features")}
+    styles = {
+        "numpy baseline": ("o-", "common numpy implementation"),
+        "re_ranking": ("s-", "re_ranking (distance matrices in)"),
+        "re_ranking_from_features": ("^-", "re_ranking_from_features"),
+    }
     for name, pts in data["points"].items():
         if pts:
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -241,7 +263,9 @@ def plot(data: dict[str, Any], path: str) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     label = f"gallery size G (Q = {data['queries']} queries; {data['dim']}-d features)"
     if data.get("main_dim", data["dim"]) != data["dim"]:
-        label += f"\nnumpy baseline and re_ranking at G = {data['main_gallery']:,} from the {data['main_dim']}-d main run"
+        label += (
+            f"\nnumpy baseline and re_ranking at G = {data['main_gallery']:,} from the {data['main_dim']}-d main run"
+        )
     ax.set_xlabel(label, fontsize=9)
     ax.set_ylabel("peak resident memory (GB)")
     ax.set_title("k-reciprocal re-ranking: memory against gallery size")
@@ -260,18 +284,35 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run: 500 x 2,500, 256-d")
-    parser.add_argument("--skip-baseline", action="store_true", help="do not run the numpy baseline (it needs ~9 GB at full size)")
-    parser.add_argument("--figure", metavar="PNG", help="also sweep gallery sizes and plot peak memory to PNG (+ .json)")
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="do not run the numpy baseline (it needs ~9 GB at full size)"
+    )
+    parser.add_argument(
+        "--figure", metavar="PNG", help="also sweep gallery sizes and plot peak memory to PNG (+ .json)"
+    )
     parser.add_argument("--figure-sizes", type=int, nargs="+", default=[2000, 4000, 8000, 15913, 32000, 64000])
     parser.add_argument(
-        "--figure-dim", type=int, default=512,
+        "--figure-dim",
+        type=int,
+        default=512,
         help="feature dimension of the sweep (default 512: memory hardly depends on it, time does)",
     )
-    parser.add_argument("--dense-max-gallery", type=int, default=15913, help="largest G for re_ranking in the sweep (its G x G input must fit)")
-    parser.add_argument("--baseline-max-gallery", type=int, default=8000, help="largest G for the numpy baseline in the sweep (besides the main run)")
+    parser.add_argument(
+        "--dense-max-gallery",
+        type=int,
+        default=15913,
+        help="largest G for re_ranking in the sweep (its G x G input must fit)",
+    )
+    parser.add_argument(
+        "--baseline-max-gallery",
+        type=int,
+        default=8000,
+        help="largest G for the numpy baseline in the sweep (besides the main run)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write all measured figures to PATH")
     parser.add_argument(
-        "--from-json", metavar="JSON",
+        "--from-json",
+        metavar="JSON",
         help="only redraw --figure from the .json a previous --figure run wrote (no measurement)",
     )
     parser.add_argument(
@@ -299,12 +340,17 @@ def main() -> None:
 
     import torch
 
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per run; timings are noisy on a shared machine")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per "
+        "run; timings are noisy on a shared machine"
+    )
     print(f"Market-1501-shaped run: {args.queries} queries x {args.gallery} gallery, {args.dim}-d Gaussian clusters")
     methods = list(CASES) if not args.skip_baseline else ["re_ranking", "re_ranking_from_features"]
     market = compare_at(args.queries, args.gallery, args.dim, args.seed, methods, args.threads)
     report(market)
-    output: dict[str, Any] = {"market": {"queries": args.queries, "gallery": args.gallery, "dim": args.dim, "results": market}}
+    output: dict[str, Any] = {
+        "market": {"queries": args.queries, "gallery": args.gallery, "dim": args.dim, "results": market}
+    }
     if args.figure:
         print("\nMemory sweep for the figure")
         output["sweep"] = sweep(args, market)

@@ -77,7 +77,9 @@ def case_gemm_speed(dim: int, num_gallery: int, threads: int) -> dict[str, Any]:
     return out
 
 
-def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads: int, reference: bool) -> dict[str, Any]:
+def case_evaluate(
+    num_query: int, num_gallery: int, dim: int, seed: int, threads: int, reference: bool
+) -> dict[str, Any]:
     """evaluate_features (chunked CMC/mAP) on MSMT17-shaped features.
 
     With ``reference``, the same call runs again in this process with the matrix products on
@@ -95,7 +97,13 @@ def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads
     start = time.perf_counter()
     cmc, mean_ap = evaluate_features(f.qf, f.gf, f.q_pids, f.g_pids, f.q_camids, f.g_camids)
     seconds = time.perf_counter() - start
-    out = {"seconds": seconds, "inputs_bytes": inputs, "peak_bytes": _peak(), "rank1": float(cmc[0]), "mAP": float(mean_ap)}
+    out = {
+        "seconds": seconds,
+        "inputs_bytes": inputs,
+        "peak_bytes": _peak(),
+        "rank1": float(cmc[0]),
+        "mAP": float(mean_ap),
+    }
     if reference:
         previous = set_cpu_matmul("blas")
         start = time.perf_counter()
@@ -107,7 +115,9 @@ def case_evaluate(num_query: int, num_gallery: int, dim: int, seed: int, threads
     return out
 
 
-def case_rerank(num_query: int, num_gallery: int, dim: int, seed: int, threads: int, topk: int | None) -> dict[str, Any]:
+def case_rerank(
+    num_query: int, num_gallery: int, dim: int, seed: int, threads: int, topk: int | None
+) -> dict[str, Any]:
     """re_ranking_from_features on MSMT17-shaped features, then the re-ranked evaluation."""
     from reid_core.evaluation.rank import evaluate_rank
     from reid_core.evaluation.rerank.k_reciprocal import re_ranking_from_features
@@ -146,7 +156,15 @@ def _peak() -> int:
 
 
 def case_large_gallery(
-    num_query: int, num_gallery: int, dim: int, seed: int, threads: int, kind: str, exact_path: str, k: int, nprobe: int | None
+    num_query: int,
+    num_gallery: int,
+    dim: int,
+    seed: int,
+    threads: int,
+    kind: str,
+    exact_path: str,
+    k: int,
+    nprobe: int | None,
 ) -> dict[str, Any]:
     """faiss top-k search of a Market+500k-style gallery with one index kind."""
     import numpy as np
@@ -193,7 +211,11 @@ def _show(name: str, res: dict[str, Any]) -> None:
         for key, value in res.items()
         if key in ("rank1", "mAP", "mAP_at_k", "recall_at_1", "recall_at_10", "metric")
     )
-    print(f"  {name}: {res['seconds']:.1f} s, peak {res['peak_bytes'] / GB:.2f} GB (inputs {res['inputs_bytes'] / GB:.2f} GB); {extras}", flush=True)
+    print(
+        f"  {name}: {res['seconds']:.1f} s, peak {res['peak_bytes'] / GB:.2f} GB (inputs "
+        f"{res['inputs_bytes'] / GB:.2f} GB); {extras}",
+        flush=True,
+    )
 
 
 def _target(name: str, res: dict[str, Any], seconds: float, gigabytes: float) -> None:
@@ -213,28 +235,42 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=MSMT17[1], help="MSMT17 gallery (82,161)")
     parser.add_argument("--eval-dims", type=int, nargs="+", default=[2048, 512], help="dimensions evaluated")
     parser.add_argument("--rerank-dim", type=int, default=2048, help="dimension of the (single) re-ranking run")
-    parser.add_argument("--rerank-topk", type=int, default=None, help="re-rank into top-k lists instead of the dense output")
-    parser.add_argument("--skip-rerank", action="store_true", help="leave out the MSMT17-size re-ranking")
-    parser.add_argument("--large-queries", type=int, default=MARKET[0], help="queries of the large-gallery case (3,368)")
-    parser.add_argument("--large-gallery", type=int, default=500_000, help="gallery of the large-gallery case (500,000)")
     parser.add_argument(
-        "--large-dim", type=int, default=512,
+        "--rerank-topk", type=int, default=None, help="re-rank into top-k lists instead of the dense output"
+    )
+    parser.add_argument("--skip-rerank", action="store_true", help="leave out the MSMT17-size re-ranking")
+    parser.add_argument(
+        "--large-queries", type=int, default=MARKET[0], help="queries of the large-gallery case (3,368)"
+    )
+    parser.add_argument(
+        "--large-gallery", type=int, default=500_000, help="gallery of the large-gallery case (500,000)"
+    )
+    parser.add_argument(
+        "--large-dim",
+        type=int,
+        default=512,
         help="dimension of the large-gallery case (512: at 2048-d the features and a flat index are 4.1 GB each)",
     )
     parser.add_argument("--large-k", type=int, default=100, help="neighbours searched per query")
     parser.add_argument("--skip-large", action="store_true", help="leave out the large-gallery case")
     parser.add_argument(
-        "--ivf-nprobe", type=int, nargs="+", default=[16, 128],
+        "--ivf-nprobe",
+        type=int,
+        nargs="+",
+        default=[16, 128],
         help="IVF cells visited per query, one IVF run per value (default: 16 and 128)",
     )
     parser.add_argument("--skip-eval", action="store_true", help="leave out the MSMT17-size evaluation")
     parser.add_argument(
-        "--no-reference", action="store_true",
+        "--no-reference",
+        action="store_true",
         help="skip the reference evaluation run (the same call with BLAS matrix products) used for the speed ratio",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="small sizes: 1,000 x 7,000 (256-d), 2,000 x 40,000 gallery")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: 1,000 x 7,000 (256-d), 2,000 x 40,000 gallery"
+    )
     args = parser.parse_args()
     if args.quick:
         args.queries, args.gallery, args.eval_dims, args.rerank_dim = 1000, 7000, [256], 256
@@ -242,12 +278,16 @@ def main() -> None:
 
     import torch
 
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per run; shared machine, timings are noisy")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per "
+        "run; shared machine, timings are noisy"
+    )
     dims = ([] if args.skip_eval else args.eval_dims) + ([] if args.skip_rerank else [args.rerank_dim])
     for dim in sorted(set(dims + ([] if args.skip_large else [args.large_dim]))):
         speed = run_isolated(case_gemm_speed, dim=dim, num_gallery=args.gallery, threads=args.threads)
         print(
-            f"  matrix-product speed at {dim}-d, 512 x {args.gallery}: {speed.get('gflops', float('nan')):.0f} GFLOP/s as the library "
+            f"  matrix-product speed at {dim}-d, 512 x {args.gallery}: "
+            f"{speed.get('gflops', float('nan')):.0f} GFLOP/s as the library "
             f"multiplies ({'oneDNN' if speed.get('onednn') else 'BLAS'}); BLAS torch.mm "
             f"{speed.get('blas_gflops', float('nan')):.0f} GFLOP/s",
             flush=True,
@@ -266,8 +306,13 @@ def main() -> None:
     for dim in [] if args.skip_eval else args.eval_dims:
         name = f"evaluate_features {dim}-d"
         results[name] = run_isolated(
-            case_evaluate, num_query=args.queries, num_gallery=args.gallery, dim=dim, seed=args.seed,
-            threads=args.threads, reference=not args.no_reference,
+            case_evaluate,
+            num_query=args.queries,
+            num_gallery=args.gallery,
+            dim=dim,
+            seed=args.seed,
+            threads=args.threads,
+            reference=not args.no_reference,
         )
         _show(name, results[name])
         if "reference_seconds" in results[name]:
@@ -287,30 +332,51 @@ def main() -> None:
         )
         name = f"re_ranking_from_features {args.rerank_dim}-d"
         results[name] = run_isolated(
-            case_rerank, num_query=args.queries, num_gallery=args.gallery, dim=args.rerank_dim, seed=args.seed,
-            threads=args.threads, topk=args.rerank_topk,
+            case_rerank,
+            num_query=args.queries,
+            num_gallery=args.gallery,
+            dim=args.rerank_dim,
+            seed=args.seed,
+            threads=args.threads,
+            topk=args.rerank_topk,
         )
         _show(name, results[name])
         if "eval_seconds" in results[name]:
             res = results[name]
-            print(f"    re-ranking alone peaked at {res['rerank_peak_bytes'] / GB:.2f} GB; evaluating its output took {res['eval_seconds']:.1f} s")
+            print(
+                f"    re-ranking alone peaked at {res['rerank_peak_bytes'] / GB:.2f} GB; evaluating its "
+                f"output took {res['eval_seconds']:.1f} s"
+            )
 
     if not args.skip_large:
         import tempfile
 
-        print(f"\n3. Large gallery (Market-1501+500k style): {args.large_queries} x {args.large_gallery}, {args.large_dim}-d, faiss, k = {args.large_k}")
+        print(
+            f"\n3. Large gallery (Market-1501+500k style): {args.large_queries} x {args.large_gallery}, "
+            f"{args.large_dim}-d, faiss, k = {args.large_k}"
+        )
         with tempfile.TemporaryDirectory(prefix="scale_bench_") as tmp:
             exact_path = os.path.join(tmp, "exact.npy")
             for kind, nprobe in [("flat", None)] + [("ivf", n) for n in args.ivf_nprobe]:
                 name = "faiss flat" if nprobe is None else f"faiss ivf nprobe={nprobe}"
                 results[name] = run_isolated(
-                    case_large_gallery, num_query=args.large_queries, num_gallery=args.large_gallery, dim=args.large_dim,
-                    seed=args.seed, threads=args.threads, kind=kind, exact_path=exact_path, k=args.large_k,
+                    case_large_gallery,
+                    num_query=args.large_queries,
+                    num_gallery=args.large_gallery,
+                    dim=args.large_dim,
+                    seed=args.seed,
+                    threads=args.threads,
+                    kind=kind,
+                    exact_path=exact_path,
+                    k=args.large_k,
                     nprobe=nprobe,
                 )
                 _show(name, results[name])
                 if "build_seconds" in results[name]:
-                    print(f"    build {results[name]['build_seconds']:.1f} s, search {results[name]['search_seconds']:.1f} s")
+                    print(
+                        f"    build {results[name]['build_seconds']:.1f} s, search "
+                        f"{results[name]['search_seconds']:.1f} s"
+                    )
 
     print("\nTargets (issue 8)")
     for dim in [] if args.skip_eval else args.eval_dims:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,23 +64,37 @@ def main() -> None:
         start = time.perf_counter()
         loader = build_train_loader(data.train, args.height, args.width, batch_size=64, num_instances=4, preload=True)
         model = BaselineNet(data.num_train_pids, backbone=args.backbone)
-        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=1, scheduler="step",
-                          milestones=(int(args.epochs * 0.75),), progress=False)
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            warmup_epochs=1,
+            scheduler="step",
+            milestones=(int(args.epochs * 0.75),),
+            progress=False,
+        )
         Trainer(model, BaselineLoss(), loader, cfg).fit()
-        result = evaluate_reid(model, build_test_loader(q, args.height, args.width, preload=True),
-                               build_test_loader(g, args.height, args.width, preload=True), progress=False)
+        result = evaluate_reid(
+            model,
+            build_test_loader(q, args.height, args.width, preload=True),
+            build_test_loader(g, args.height, args.width, preload=True),
+            progress=False,
+        )
         t_cnn = time.perf_counter() - start
 
     print(f"SynthReID preset {args.preset!r} {overrides or ''}: {len(q)} queries, {len(g)} gallery images")
     print(f"colour histogram : R1 {cmc_h[0] * 100:5.1f}  mAP {map_h * 100:5.1f}   ({t_hist:.0f} s)")
-    print(f"CNN baseline     : R1 {result.metrics['rank1']:5.1f}  mAP {result.metrics['mAP']:5.1f}   "
-          f"({args.backbone} at {args.height}x{args.width}, {args.epochs} epochs, {t_cnn:.0f} s)")
+    print(
+        f"CNN baseline     : R1 {result.metrics['rank1']:5.1f}  mAP {result.metrics['mAP']:5.1f}   "
+        f"({args.backbone} at {args.height}x{args.width}, {args.epochs} epochs, {t_cnn:.0f} s)"
+    )
     hist_r1, hist_map = cmc_h[0] * 100, map_h * 100
     r1_ratio = f"{result.metrics['rank1'] / hist_r1:.1f}x" if hist_r1 > 0 else "unbounded (histogram rank-1 is 0)"
     map_ratio = result.metrics["mAP"] / max(hist_map, 1e-9)
     hard = result.metrics["rank1"] >= 2 * hist_r1 and result.metrics["rank1"] > hist_r1
-    print(f"CNN / histogram: rank-1 {r1_ratio}, mAP {map_ratio:.1f}x  -> {'hard enough' if hard else 'TOO EASY'} "
-          "(target: histogram far below the trained baseline, rank-1 ratio >= 2)")
+    print(
+        f"CNN / histogram: rank-1 {r1_ratio}, mAP {map_ratio:.1f}x  -> {'hard enough' if hard else 'TOO EASY'} "
+        "(target: histogram far below the trained baseline, rank-1 ratio >= 2)"
+    )
 
 
 if __name__ == "__main__":

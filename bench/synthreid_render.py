@@ -53,8 +53,15 @@ def main() -> None:
         root = Path(tmp) / "world"
     try:
         start = time.perf_counter()
-        info = render_synthreid(root, style=args.style, height=args.height, width=args.width,
-                                images_per_id=IMAGES_PER_ID, workers=args.workers, **world)
+        info = render_synthreid(
+            root,
+            style=args.style,
+            height=args.height,
+            width=args.width,
+            images_per_id=IMAGES_PER_ID,
+            workers=args.workers,
+            **world,
+        )
         seconds = time.perf_counter() - start
     finally:
         if tmp is not None:
@@ -63,11 +70,15 @@ def main() -> None:
     rate = total / seconds
     projected = BUDGET_IMAGES / rate
     ratio = projected / BUDGET_S
-    print(f"rendered {total} images ({args.height}x{args.width}, style {args.style}, "
-          f"{info.num_train_ids}+{info.num_test_ids} ids) in {seconds:.1f} s: {rate:.0f} images/s")
-    print(f"time for {BUDGET_IMAGES:,} images{' (projected)' if total != BUDGET_IMAGES else ''}: "
-          f"{projected:.1f} s; ratio to the {BUDGET_S:.0f} s budget: {ratio:.2f} "
-          f"({'target met' if ratio <= 1.0 else 'target NOT met'})")
+    print(
+        f"rendered {total} images ({args.height}x{args.width}, style {args.style}, "
+        f"{info.num_train_ids}+{info.num_test_ids} ids) in {seconds:.1f} s: {rate:.0f} images/s"
+    )
+    print(
+        f"time for {BUDGET_IMAGES:,} images{' (projected)' if total != BUDGET_IMAGES else ''}: "
+        f"{projected:.1f} s; ratio to the {BUDGET_S:.0f} s budget: {ratio:.2f} "
+        f"({'target met' if ratio <= 1.0 else 'target NOT met'})"
+    )
 
 
 if __name__ == "__main__":

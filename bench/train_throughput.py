@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 
-from reid_core.data.synthreid.world import render_synthreid
 from reid_core.data.synthreid.reader import SynthReID
+from reid_core.data.synthreid.world import render_synthreid
 from reid_core.engine.loaders import build_train_loader
 from reid_core.engine.trainer import TrainConfig, Trainer
 from reid_core.losses.baseline_loss import BaselineLoss
@@ -25,11 +24,20 @@ from reid_core.models.baseline import BaselineNet
 
 
 def measure(data: SynthReID, args: argparse.Namespace, amp: bool, device: torch.device) -> float:
-    loader = build_train_loader(data.train, args.height, args.width, batch_size=64, num_instances=4, preload=True,
-                                workers=args.workers)
+    loader = build_train_loader(
+        data.train, args.height, args.width, batch_size=64, num_instances=4, preload=True, workers=args.workers
+    )
     model = BaselineNet(data.num_train_pids, backbone=args.backbone, last_stride=1)
-    cfg = TrainConfig(epochs=1, lr=3.5e-4, warmup_epochs=0, scheduler="constant", amp=amp, channels_last=True,
-                      max_iters_per_epoch=args.warmup, progress=False)
+    cfg = TrainConfig(
+        epochs=1,
+        lr=3.5e-4,
+        warmup_epochs=0,
+        scheduler="constant",
+        amp=amp,
+        channels_last=True,
+        max_iters_per_epoch=args.warmup,
+        progress=False,
+    )
     trainer = Trainer(model, BaselineLoss(), loader, cfg, device=device)
     trainer.fit()  # warm-up (cudnn autotune, allocator)
     trainer.config.epochs, trainer.config.max_iters_per_epoch = 2, args.iters
@@ -56,7 +64,10 @@ def main() -> None:
         render_synthreid(tmp, num_ids=120, images_per_id=12, seed=0, progress=False)
         data = SynthReID(tmp, verbose=False)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        print(f"device: {name}; {args.backbone} at {args.height}x{args.width}, batch 64 (P16 x K4), {args.iters} timed iterations")
+        print(
+            f"device: {name}; {args.backbone} at {args.height}x{args.width}, batch 64 (P16 x K4), "
+            f"{args.iters} timed iterations"
+        )
         fp32 = measure(data, args, amp=False, device=device)
         print(f"float32: {fp32:8.1f} images/s")
         if device.type == "cuda":

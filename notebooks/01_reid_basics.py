@@ -69,13 +69,31 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    check_injected_parameters, checkpoint_dir, paper_results_for, paper_results_markdown, plot_cmc, plot_history,
-    plot_ranked_lists, resolve_device, resolve_path, select_profile, show_images, write_result,
+    check_injected_parameters,
+    checkpoint_dir,
+    paper_results_for,
+    paper_results_markdown,
+    plot_cmc,
+    plot_history,
+    plot_ranked_lists,
+    resolve_device,
+    resolve_path,
+    select_profile,
+    show_images,
+    write_result,
 )
-from reid_core.data import build_dataset, prepare_synthreid, SynthReID
+from reid_core.data import SynthReID, build_dataset, prepare_synthreid
 from reid_core.engine import (
-    build_test_loader, build_train_loader, chapter_model_path, evaluate_distance, evaluate_reid, Features,
-    metrics_from_cmc, ModelCard, save_model, seed_everything, TrainConfig, Trainer,
+    ModelCard,
+    TrainConfig,
+    Trainer,
+    build_test_loader,
+    build_train_loader,
+    chapter_model_path,
+    evaluate_reid,
+    metrics_from_cmc,
+    save_model,
+    seed_everything,
 )
 from reid_core.evaluation import compute_distance_matrix, evaluate_rank
 from reid_core.losses import BaselineLoss
@@ -86,12 +104,48 @@ data_root = resolve_path(data_root, "data", "data_root")  # None: the repository
 results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
-    "smoke": dict(preset="smoke", backbone="resnet18", pretrained=False, height=64, width=32, epochs=2,
-                  batch_size=16, num_instances=4, lr=3.5e-4, warmup_epochs=0, milestones=(), max_iters=3),
-    "synth": dict(preset="synth", backbone="resnet10", pretrained=False, height=64, width=32, epochs=16,
-                  batch_size=64, num_instances=4, lr=1e-3, warmup_epochs=1, milestones=(12,), max_iters=None),
-    "paper": dict(preset=None, backbone="resnet50", pretrained=True, height=256, width=128, epochs=120,
-                  batch_size=64, num_instances=4, lr=3.5e-4, warmup_epochs=10, milestones=(40, 70), max_iters=None),
+    "smoke": dict(
+        preset="smoke",
+        backbone="resnet18",
+        pretrained=False,
+        height=64,
+        width=32,
+        epochs=2,
+        batch_size=16,
+        num_instances=4,
+        lr=3.5e-4,
+        warmup_epochs=0,
+        milestones=(),
+        max_iters=3,
+    ),
+    "synth": dict(
+        preset="synth",
+        backbone="resnet10",
+        pretrained=False,
+        height=64,
+        width=32,
+        epochs=16,
+        batch_size=64,
+        num_instances=4,
+        lr=1e-3,
+        warmup_epochs=1,
+        milestones=(12,),
+        max_iters=None,
+    ),
+    "paper": dict(
+        preset=None,
+        backbone="resnet50",
+        pretrained=True,
+        height=256,
+        width=128,
+        epochs=120,
+        batch_size=64,
+        num_instances=4,
+        lr=3.5e-4,
+        warmup_epochs=10,
+        milestones=(40, 70),
+        max_iters=None,
+    ),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 dev = resolve_device(device)
@@ -148,8 +202,11 @@ if profile != "paper":
 
     meta = json.loads((root / "synthreid.json").read_text())
     identities = meta["identities"]
-    family_of = {int(k): v["family"] for k, v in identities.items()} if isinstance(identities, dict) else {
-        int(v["pid"]): v["family"] for v in identities}
+    family_of = (
+        {int(k): v["family"] for k, v in identities.items()}
+        if isinstance(identities, dict)
+        else {int(v["pid"]): v["family"] for v in identities}
+    )
     test_pids = sorted(p for p in by_pid if p > 0)
     fam = family_of[test_pids[0]]
     members = [p for p in test_pids if family_of.get(p) == fam][:6]
@@ -188,10 +245,15 @@ if profile != "paper":
 
 # %%
 # NBVAL_CHECK_OUTPUT
-toy_dist = np.array([[0.1, 0.3, 0.5, 0.2, 0.9, 0.4],
-                     [0.6, 0.2, 0.1, 0.3, 0.5, 0.7]])
-toy_cmc, toy_map = evaluate_rank(toy_dist, q_pids=np.array([1, 2]), g_pids=np.array([1, 2, 1, 0, 1, 3]),
-                                 q_camids=np.array([0, 0]), g_camids=np.array([0, 1, 1, 2, 2, 1]), max_rank=5)
+toy_dist = np.array([[0.1, 0.3, 0.5, 0.2, 0.9, 0.4], [0.6, 0.2, 0.1, 0.3, 0.5, 0.7]])
+toy_cmc, toy_map = evaluate_rank(
+    toy_dist,
+    q_pids=np.array([1, 2]),
+    g_pids=np.array([1, 2, 1, 0, 1, 3]),
+    q_camids=np.array([0, 0]),
+    g_camids=np.array([0, 1, 1, 2, 2, 1]),
+    max_rank=5,
+)
 print("CMC:", np.round(toy_cmc, 4).tolist())
 print("mAP:", round(float(toy_map), 4))
 assert np.allclose(toy_cmc, [0, 0.5, 0.5, 1, 1]) and abs(toy_map - 0.4125) < 1e-9
@@ -218,9 +280,18 @@ hist_dist = compute_distance_matrix(hq, hg, metric="euclidean")
 hist_cmc, hist_map = evaluate_rank(hist_dist, q_pids, g_pids, q_cams, g_cams)
 hist_metrics = metrics_from_cmc(hist_cmc, hist_map)
 print("colour histogram: R1 {rank1:.1f}  R5 {rank5:.1f}  mAP {mAP:.1f}".format(**hist_metrics))
-_ = write_result(results_dir, "01_reid_basics", "color_histogram", method="colour histogram (hand-crafted)",
-                 dataset=dataset_name, profile=profile, train_seconds=0.0, device="cpu",
-                 params={"features": "color_histogram_features defaults"}, **hist_metrics)  # `_ =`: the returned path stays off the page
+_ = write_result(
+    results_dir,
+    "01_reid_basics",
+    "color_histogram",
+    method="colour histogram (hand-crafted)",
+    dataset=dataset_name,
+    profile=profile,
+    train_seconds=0.0,
+    device="cpu",
+    params={"features": "color_histogram_features defaults"},
+    **hist_metrics,
+)  # `_ =`: the returned path stays off the page
 
 # %% [markdown]
 # ## 4. The strong baseline
@@ -251,18 +322,37 @@ _ = write_result(results_dir, "01_reid_basics", "color_histogram", method="colou
 # every batch holds positives and negatives for the triplet loss.
 
 # %%
-train_loader = build_train_loader(data.train, cfg["height"], cfg["width"], batch_size=cfg["batch_size"],
-                                  num_instances=cfg["num_instances"], preload=profile != "paper", seed=seed)
+train_loader = build_train_loader(
+    data.train,
+    cfg["height"],
+    cfg["width"],
+    batch_size=cfg["batch_size"],
+    num_instances=cfg["num_instances"],
+    preload=profile != "paper",
+    seed=seed,
+)
 query_loader = build_test_loader(data.query, cfg["height"], cfg["width"], preload=profile != "paper")
 gallery_loader = build_test_loader(data.gallery, cfg["height"], cfg["width"], preload=profile != "paper")
 model = BaselineNet(data.num_train_pids, backbone=cfg["backbone"], pretrained=cfg["pretrained"], last_stride=1)
 criterion = BaselineLoss(id_weight=1.0, triplet_weight=1.0, margin=0.3, label_smoothing=0.1)
-train_cfg = TrainConfig(epochs=cfg["epochs"], optimizer="adam", lr=cfg["lr"], weight_decay=5e-4, scheduler="step",
-                        milestones=cfg["milestones"], gamma=0.1, warmup_epochs=cfg["warmup_epochs"], warmup_factor=0.1,
-                        max_iters_per_epoch=cfg["max_iters"], seed=seed,
-                        checkpoint_dir=checkpoint_dir(results_dir, "01_reid_basics", dataset, profile))
-print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-      f"{data.num_train_pids} training identities, {len(train_loader)} iterations per epoch")
+train_cfg = TrainConfig(
+    epochs=cfg["epochs"],
+    optimizer="adam",
+    lr=cfg["lr"],
+    weight_decay=5e-4,
+    scheduler="step",
+    milestones=cfg["milestones"],
+    gamma=0.1,
+    warmup_epochs=cfg["warmup_epochs"],
+    warmup_factor=0.1,
+    max_iters_per_epoch=cfg["max_iters"],
+    seed=seed,
+    checkpoint_dir=checkpoint_dir(results_dir, "01_reid_basics", dataset, profile),
+)
+print(
+    f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+    f"{data.num_train_pids} training identities, {len(train_loader)} iterations per epoch"
+)
 
 # %%
 start = time.perf_counter()
@@ -281,12 +371,28 @@ plt.show()
 # %%
 result = evaluate_reid(model, query_loader, gallery_loader, metric="euclidean", flip=True, device=dev)
 print("strong baseline:", result)
-write_result(results_dir, "01_reid_basics", "baseline", method=f"strong baseline ({cfg['backbone']})",
-             dataset=dataset_name, profile=profile, train_seconds=train_seconds, device=str(dev),
-             params={k: v for k, v in cfg.items() if k != "preset"}, **result.metrics)
-card = ModelCard("baseline", data.num_train_pids, {"backbone": cfg["backbone"], "last_stride": 1}, cfg["height"],
-                 cfg["width"], embedding="BNNeck output f_i", training={"dataset": dataset_name, "recipe": cfg},
-                 results=result.metrics)  # the model file for `reid` and chapter 06:
+write_result(
+    results_dir,
+    "01_reid_basics",
+    "baseline",
+    method=f"strong baseline ({cfg['backbone']})",
+    dataset=dataset_name,
+    profile=profile,
+    train_seconds=train_seconds,
+    device=str(dev),
+    params={k: v for k, v in cfg.items() if k != "preset"},
+    **result.metrics,
+)
+card = ModelCard(
+    "baseline",
+    data.num_train_pids,
+    {"backbone": cfg["backbone"], "last_stride": 1},
+    cfg["height"],
+    cfg["width"],
+    embedding="BNNeck output f_i",
+    training={"dataset": dataset_name, "recipe": cfg},
+    results=result.metrics,
+)  # the model file for `reid` and chapter 06:
 save_model(model, card, chapter_model_path(results_dir, "01_reid_basics", profile, dataset))
 plot_cmc({"colour histogram": hist_cmc, "strong baseline": result.cmc})
 plt.show()
@@ -310,8 +416,10 @@ plt.show()
 # the recipe on Market-1501.
 
 # %%
-rows = [f"| ours: colour histogram | {dataset_name} | {hist_metrics['rank1']:.1f} | {hist_metrics['mAP']:.1f} |",
-        f"| ours: strong baseline ({cfg['backbone']}, {profile}) | {dataset_name} | {result.metrics['rank1']:.1f} | {result.metrics['mAP']:.1f} |"]
+rows = [
+    f"| ours: colour histogram | {dataset_name} | {hist_metrics['rank1']:.1f} | {hist_metrics['mAP']:.1f} |",
+    f"| ours: strong baseline ({cfg['backbone']}, {profile}) | {dataset_name} | {result.metrics['rank1']:.1f} | {result.metrics['mAP']:.1f} |",
+]
 display(Markdown("| method | test set | R1 | mAP |\n| --- | --- | --- | --- |\n" + "\n".join(rows)))
 display(Markdown(paper_results_markdown(paper_results_for("basics"))))
 

@@ -90,21 +90,51 @@ import torch
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    check_injected_parameters, checkpoint_dir, format_mean_std, paper_results_for, paper_results_markdown, resolve_device,
-    resolve_path, select_profile, write_result,
+    check_injected_parameters,
+    checkpoint_dir,
+    format_mean_std,
+    paper_results_for,
+    paper_results_markdown,
+    resolve_device,
+    resolve_path,
+    select_profile,
+    write_result,
 )
 from reid_core.chapters.metric_learning import (
-    angular_statistics, embed, head_parameter_count, leave_one_out_retrieval, make_pk_loader, plot_digit_grid,
-    plot_head_parameters, plot_scale_history, plot_sphere_embeddings, plot_target_logits, relabel, train_embedding,
+    angular_statistics,
+    embed,
+    head_parameter_count,
+    leave_one_out_retrieval,
+    make_pk_loader,
+    plot_digit_grid,
+    plot_head_parameters,
+    plot_scale_history,
+    plot_sphere_embeddings,
+    plot_target_logits,
+    relabel,
+    train_embedding,
 )
-from reid_core.data import build_dataset, load_digits_split, prepare_synthreid, SynthReID
-from reid_core.engine import build_test_loader, build_train_loader, evaluate_reid, seed_everything, TrainConfig
+from reid_core.data import SynthReID, build_dataset, load_digits_split, prepare_synthreid
+from reid_core.engine import TrainConfig, build_test_loader, build_train_loader, evaluate_reid, seed_everything
 from reid_core.losses import (
-    AdaCos, adacos_fixed_scale, ArcFace, ContrastiveLoss, CosFace, DEFAULT_HPARAMS, hard_example_mining, HEAD_LOSSES,
-    l2_softmax_scale_lower_bound, L2Softmax, LOSS_TITLES, METRIC_LOSSES, SphereFace, sphereface_gamma_for,
-    sphereface_psi, TripletLoss,
+    DEFAULT_HPARAMS,
+    HEAD_LOSSES,
+    LOSS_TITLES,
+    METRIC_LOSSES,
+    AdaCos,
+    ArcFace,
+    ContrastiveLoss,
+    CosFace,
+    L2Softmax,
+    SphereFace,
+    TripletLoss,
+    adacos_fixed_scale,
+    hard_example_mining,
+    l2_softmax_scale_lower_bound,
+    sphereface_gamma_for,
+    sphereface_psi,
 )
-from reid_core.models import build_backbone, count_parameters, DigitsConvNet, EmbeddingNet
+from reid_core.models import DigitsConvNet, EmbeddingNet, build_backbone, count_parameters
 
 check_injected_parameters(globals())  # a misspelt or mistyped papermill parameter stops the run here
 data_root = resolve_path(data_root, "data", "data_root")  # None: the repository's data/; relative: to the run's folder
@@ -112,21 +142,81 @@ results_dir = resolve_path(results_dir, "results", "results_dir")
 
 TOY = dict(embedding_dim=3, test_fraction=0.3, batch_size=120, num_instances=12, lr=3e-3)
 PROFILES = {
-    "smoke": dict(toy_width=8, toy_epochs=2, toy_max_iters=3,
-                  unseen_dim=16, unseen_epochs=2, unseen_seeds=(0,),
-                  preset="smoke", backbone="resnet18", pretrained=False, last_stride=2, embedding_dim=None,
-                  height=64, width=32, batch_size=16, num_instances=4, epochs=1, max_iters=2,
-                  optimizer="adam", lr=1e-3, scheduler="cosine", decay_start=None, flip=False, loss_settings="small"),
-    "synth": dict(toy_width=32, toy_epochs=24, toy_max_iters=None,
-                  unseen_dim=32, unseen_epochs=25, unseen_seeds=(0, 1),
-                  preset="synth", backbone="resnet10", pretrained=False, last_stride=2, embedding_dim=None,
-                  height=64, width=32, batch_size=64, num_instances=4, epochs=8, max_iters=None,
-                  optimizer="adam", lr=2e-3, scheduler="cosine", decay_start=None, flip=False, loss_settings="small"),
-    "paper": dict(toy_width=32, toy_epochs=24, toy_max_iters=None,
-                  unseen_dim=32, unseen_epochs=25, unseen_seeds=(0, 1, 2, 3, 4),
-                  preset=None, backbone="resnet50", pretrained=True, last_stride=1, embedding_dim=128,
-                  height=256, width=128, batch_size=128, num_instances=4, epochs=250, max_iters=None,
-                  optimizer="adam", lr=3e-4, scheduler="exp", decay_start=150, flip=True, loss_settings="paper"),
+    "smoke": dict(
+        toy_width=8,
+        toy_epochs=2,
+        toy_max_iters=3,
+        unseen_dim=16,
+        unseen_epochs=2,
+        unseen_seeds=(0,),
+        preset="smoke",
+        backbone="resnet18",
+        pretrained=False,
+        last_stride=2,
+        embedding_dim=None,
+        height=64,
+        width=32,
+        batch_size=16,
+        num_instances=4,
+        epochs=1,
+        max_iters=2,
+        optimizer="adam",
+        lr=1e-3,
+        scheduler="cosine",
+        decay_start=None,
+        flip=False,
+        loss_settings="small",
+    ),
+    "synth": dict(
+        toy_width=32,
+        toy_epochs=24,
+        toy_max_iters=None,
+        unseen_dim=32,
+        unseen_epochs=25,
+        unseen_seeds=(0, 1),
+        preset="synth",
+        backbone="resnet10",
+        pretrained=False,
+        last_stride=2,
+        embedding_dim=None,
+        height=64,
+        width=32,
+        batch_size=64,
+        num_instances=4,
+        epochs=8,
+        max_iters=None,
+        optimizer="adam",
+        lr=2e-3,
+        scheduler="cosine",
+        decay_start=None,
+        flip=False,
+        loss_settings="small",
+    ),
+    "paper": dict(
+        toy_width=32,
+        toy_epochs=24,
+        toy_max_iters=None,
+        unseen_dim=32,
+        unseen_epochs=25,
+        unseen_seeds=(0, 1, 2, 3, 4),
+        preset=None,
+        backbone="resnet50",
+        pretrained=True,
+        last_stride=1,
+        embedding_dim=128,
+        height=256,
+        width=128,
+        batch_size=128,
+        num_instances=4,
+        epochs=250,
+        max_iters=None,
+        optimizer="adam",
+        lr=3e-4,
+        scheduler="exp",
+        decay_start=150,
+        flip=True,
+        loss_settings="paper",
+    ),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
 dev = resolve_device(device)
@@ -148,8 +238,10 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"train: {len(digits.train_labels)} images, test: {len(digits.test_labels)} images, "
-      f"image shape {tuple(digits.train_images.shape[1:])}")
+print(
+    f"train: {len(digits.train_labels)} images, test: {len(digits.test_labels)} images, "
+    f"image shape {tuple(digits.train_images.shape[1:])}"
+)
 print("train images per class:", torch.bincount(digits.train_labels).tolist())
 print("test images per class: ", torch.bincount(digits.test_labels).tolist())
 
@@ -245,8 +337,10 @@ print(f"batch-hard triplet loss: {TripletLoss(margin=0.3)(points, torch.tensor([
 # %%
 # NBVAL_CHECK_OUTPUT
 for num_classes in (10, 751, 100_000):
-    print(f"C = {num_classes:>7}: L2-softmax needs alpha >= {l2_softmax_scale_lower_bound(num_classes, p=0.9):.2f} "
-          f"for p = 0.9; fixed AdaCos scale sqrt(2) ln(C-1) = {adacos_fixed_scale(num_classes):.2f}")
+    print(
+        f"C = {num_classes:>7}: L2-softmax needs alpha >= {l2_softmax_scale_lower_bound(num_classes, p=0.9):.2f} "
+        f"for p = 0.9; fixed AdaCos scale sqrt(2) ln(C-1) = {adacos_fixed_scale(num_classes):.2f}"
+    )
 
 # %% [markdown]
 # In code, every head of `reid_core.losses` derives from one base class, `MarginHead`. Its
@@ -258,7 +352,9 @@ for num_classes in (10, 751, 100_000):
 # similarity (the weights stay unnormalised) and the scale:
 
 # %%
-display(Markdown(f"```python\n{inspect.getsource(L2Softmax.similarity)}\n{inspect.getsource(L2Softmax.scale_logits)}```"))
+display(
+    Markdown(f"```python\n{inspect.getsource(L2Softmax.similarity)}\n{inspect.getsource(L2Softmax.scale_logits)}```")
+)
 
 # %% [markdown]
 # ### SphereFace: a multiplicative angular margin
@@ -284,8 +380,12 @@ display(Markdown(f"```python\n{inspect.getsource(L2Softmax.similarity)}\n{inspec
 # $c = \cos\theta$, so no `acos` lies on the gradient path, and the scale is the feature norm:
 
 # %%
-display(Markdown(f"```python\n{inspect.getsource(sphereface_psi)}\n{inspect.getsource(SphereFace.target_logit)}\n"
-                 f"{inspect.getsource(SphereFace.scale_logits)}```"))
+display(
+    Markdown(
+        f"```python\n{inspect.getsource(sphereface_psi)}\n{inspect.getsource(SphereFace.target_logit)}\n"
+        f"{inspect.getsource(SphereFace.scale_logits)}```"
+    )
+)
 
 # %% [markdown]
 # ### CosFace: an additive cosine margin
@@ -383,26 +483,49 @@ for loss in METRIC_LOSSES:
 # are those of `reid_core.losses`.
 
 # %%
-toy_loader = make_pk_loader(digits.train_images, digits.train_labels, TOY["batch_size"], TOY["num_instances"],
-                            seed=seed)
+toy_loader = make_pk_loader(
+    digits.train_images, digits.train_labels, TOY["batch_size"], TOY["num_instances"], seed=seed
+)
 toy_iters = (cfg["toy_max_iters"] or len(toy_loader)) * cfg["toy_epochs"]
 toy_hparams = {"sphereface": {"gamma": sphereface_gamma_for(max(toy_iters // 2, 1))}, "adacos": {"track_history": True}}
-toy_cfg = TrainConfig(epochs=cfg["toy_epochs"], optimizer="adam", lr=TOY["lr"], weight_decay=1e-4, scheduler="cosine",
-                      warmup_epochs=0, max_iters_per_epoch=cfg["toy_max_iters"], seed=seed, progress=False)
+toy_cfg = TrainConfig(
+    epochs=cfg["toy_epochs"],
+    optimizer="adam",
+    lr=TOY["lr"],
+    weight_decay=1e-4,
+    scheduler="cosine",
+    warmup_epochs=0,
+    max_iters_per_epoch=cfg["toy_max_iters"],
+    seed=seed,
+    progress=False,
+)
 toy_runs, toy_feats, toy_weights, toy_rows = {}, {}, {}, []
 for loss in METRIC_LOSSES:
     seed_everything(seed)
-    run = train_embedding(DigitsConvNet(TOY["embedding_dim"], width=cfg["toy_width"]), loss, toy_loader, 10, toy_cfg,
-                          device=dev, **toy_hparams.get(loss, {}))
+    run = train_embedding(
+        DigitsConvNet(TOY["embedding_dim"], width=cfg["toy_width"]),
+        loss,
+        toy_loader,
+        10,
+        toy_cfg,
+        device=dev,
+        **toy_hparams.get(loss, {}),
+    )
     feats = embed(run.model, digits.test_images)  # (M, 3)
     toy_runs[loss], toy_feats[LOSS_TITLES[loss]] = run, feats.numpy()  # figures use the titles
     head = run.criterion.head
     toy_weights[LOSS_TITLES[loss]] = head.weight.detach().cpu().numpy() if head is not None else None
     ret, ang = leave_one_out_retrieval(feats, digits.test_labels), angular_statistics(feats, digits.test_labels)
-    toy_rows.append(f"| {LOSS_TITLES[loss]} | {ret['rank1']:.1f} | {ret['mAP']:.1f} | {ang['intra']:.1f} "
-                    f"| {ang['inter']:.1f} | {run.seconds:.1f} |")
-display(Markdown("| loss | R1 (%) | mAP (%) | angle to class centre (°) | smallest angle between centres (°) "
-                 "| train s |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(toy_rows)))
+    toy_rows.append(
+        f"| {LOSS_TITLES[loss]} | {ret['rank1']:.1f} | {ret['mAP']:.1f} | {ang['intra']:.1f} "
+        f"| {ang['inter']:.1f} | {run.seconds:.1f} |"
+    )
+display(
+    Markdown(
+        "| loss | R1 (%) | mAP (%) | angle to class centre (°) | smallest angle between centres (°) "
+        "| train s |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(toy_rows)
+    )
+)
 
 # %% [markdown]
 # Retrieval on the test digits: each test image queries the 538 others (cosine distance);
@@ -471,27 +594,49 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-backbones = {name: count_parameters(build_backbone(name, pretrained=False), trainable_only=True) for name in ("resnet18", "resnet50")}
+backbones = {
+    name: count_parameters(build_backbone(name, pretrained=False), trainable_only=True)
+    for name in ("resnet18", "resnet50")
+}
 rows = []
 for backbone, dim in (("resnet18", 512), ("resnet50", 2048)):
-    for label, classes in (("digits", 10), ("Market-1501 ids", 751), ("MSMT17 ids", 1041),
-                           ("products", 100_000), ("products", 1_000_000)):
+    for label, classes in (
+        ("digits", 10),
+        ("Market-1501 ids", 751),
+        ("MSMT17 ids", 1041),
+        ("products", 100_000),
+        ("products", 1_000_000),
+    ):
         head = head_parameter_count("arcface", dim, classes)
-        rows.append(f"| {backbone} ({backbones[backbone] / 1e6:.1f} M) | {dim} | {label} | {classes:,} | "
-                    f"{head / 1e6:.3f} M | {head / backbones[backbone]:.2f} | {4 * 4 * head / 2**30:.2f} |")
-display(Markdown("| backbone | D | classes | C | head params | head / backbone "
-                 "| GiB (fp32 weights + grads + 2 Adam moments) |\n"
-                 "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)))
-print("contrastive head:", head_parameter_count("contrastive", 2048, 1_000_000),
-      "| triplet head:", head_parameter_count("triplet", 2048, 1_000_000))
+        rows.append(
+            f"| {backbone} ({backbones[backbone] / 1e6:.1f} M) | {dim} | {label} | {classes:,} | "
+            f"{head / 1e6:.3f} M | {head / backbones[backbone]:.2f} | {4 * 4 * head / 2**30:.2f} |"
+        )
+display(
+    Markdown(
+        "| backbone | D | classes | C | head params | head / backbone "
+        "| GiB (fp32 weights + grads + 2 Adam moments) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+    )
+)
+print(
+    "contrastive head:",
+    head_parameter_count("contrastive", 2048, 1_000_000),
+    "| triplet head:",
+    head_parameter_count("triplet", 2048, 1_000_000),
+)
 
 # %%
 class_counts = [10, 100, 751, 1_000, 10_000, 100_000, 1_000_000]
-head_sizes = {f"margin head, D={d}": [head_parameter_count("cosface", d, c) for c in class_counts]
-              for d in (128, 512, 2048)}
-plot_head_parameters(class_counts, head_sizes,
-                     {f"{k} backbone": v for k, v in backbones.items()},
-                     marks={"Market-1501": 751, "100k products": 100_000})
+head_sizes = {
+    f"margin head, D={d}": [head_parameter_count("cosface", d, c) for c in class_counts] for d in (128, 512, 2048)
+}
+plot_head_parameters(
+    class_counts,
+    head_sizes,
+    {f"{k} backbone": v for k, v in backbones.items()},
+    marks={"Market-1501": 751, "100k products": 100_000},
+)
 plt.show()
 
 # %% [markdown]
@@ -521,8 +666,16 @@ seen_digits, unseen_digits = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 seen = digits.subset(train_classes=seen_digits, test_classes=seen_digits)
 unseen = digits.subset(train_classes=seen_digits, test_classes=unseen_digits)
 unseen_losses = ("softmax", "cosface", "arcface", "adacos", "contrastive", "triplet")
-unseen_cfg = TrainConfig(epochs=cfg["unseen_epochs"], optimizer="adam", lr=TOY["lr"], weight_decay=1e-4,
-                         scheduler="cosine", warmup_epochs=0, max_iters_per_epoch=cfg["toy_max_iters"], progress=False)
+unseen_cfg = TrainConfig(
+    epochs=cfg["unseen_epochs"],
+    optimizer="adam",
+    lr=TOY["lr"],
+    weight_decay=1e-4,
+    scheduler="cosine",
+    warmup_epochs=0,
+    max_iters_per_epoch=cfg["toy_max_iters"],
+    progress=False,
+)
 seen_train_labels, seen_classes = relabel(seen.train_labels)  # class indices 0..4 for the heads
 scores: dict[str, list[tuple[float, ...]]] = {loss: [] for loss in unseen_losses}
 for loss in unseen_losses:
@@ -530,8 +683,14 @@ for loss in unseen_losses:
         seed_everything(run_seed)
         loader = make_pk_loader(seen.train_images, seen_train_labels, 120, 24, seed=run_seed)
         unseen_cfg.seed = run_seed
-        run = train_embedding(DigitsConvNet(cfg["unseen_dim"], width=cfg["toy_width"]), loss, loader, len(seen_digits),
-                              unseen_cfg, device=dev)
+        run = train_embedding(
+            DigitsConvNet(cfg["unseen_dim"], width=cfg["toy_width"]),
+            loss,
+            loader,
+            len(seen_digits),
+            unseen_cfg,
+            device=dev,
+        )
         seen_feats, unseen_feats = embed(run.model, seen.test_images), embed(run.model, unseen.test_images)
         r_seen = leave_one_out_retrieval(seen_feats, seen.test_labels)
         r_unseen = leave_one_out_retrieval(unseen_feats, unseen.test_labels)
@@ -545,12 +704,20 @@ for loss in unseen_losses:
             closed = (float("nan"), float("nan"))
         scores[loss].append((r_seen["rank1"], r_seen["mAP"], r_unseen["rank1"], r_unseen["mAP"], *closed))
 
-rows = [f"| {LOSS_TITLES[loss]} | " + " | ".join(format_mean_std([run_scores[i] for run_scores in scores[loss]])
-                                                for i in range(6)) + " |" for loss in unseen_losses]
-display(Markdown(f"Mean ± std over {len(cfg['unseen_seeds'])} seed(s).\n\n"
-                 "| loss | seen 0-4: R1 | seen: mAP | **unseen 5-9: R1** | **unseen: mAP** "
-                 "| seen: classifier accuracy | unseen: mean top-1 softmax confidence |\n"
-                 "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)))
+rows = [
+    f"| {LOSS_TITLES[loss]} | "
+    + " | ".join(format_mean_std([run_scores[i] for run_scores in scores[loss]]) for i in range(6))
+    + " |"
+    for loss in unseen_losses
+]
+display(
+    Markdown(
+        f"Mean ± std over {len(cfg['unseen_seeds'])} seed(s).\n\n"
+        "| loss | seen 0-4: R1 | seen: mAP | **unseen 5-9: R1** | **unseen: mAP** "
+        "| seen: classifier accuracy | unseen: mean top-1 softmax confidence |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+    )
+)
 
 # %% [markdown]
 # Reading the table:
@@ -600,19 +767,33 @@ else:
     data = SynthReID(root, verbose=False)
     dataset_name = f"synthreid/{cfg['preset']}"
 preload = profile != "paper"
-reid_train = build_train_loader(data.train, cfg["height"], cfg["width"], batch_size=cfg["batch_size"],
-                                num_instances=cfg["num_instances"], preload=preload, seed=seed,
-                                random_erasing_p=0.0, **({} if profile == "paper" else {"pad": 4}))
+reid_train = build_train_loader(
+    data.train,
+    cfg["height"],
+    cfg["width"],
+    batch_size=cfg["batch_size"],
+    num_instances=cfg["num_instances"],
+    preload=preload,
+    seed=seed,
+    random_erasing_p=0.0,
+    **({} if profile == "paper" else {"pad": 4}),
+)
 reid_query = build_test_loader(data.query, cfg["height"], cfg["width"], preload=preload)
 reid_gallery = build_test_loader(data.gallery, cfg["height"], cfg["width"], preload=preload)
 reid_iters = (cfg["max_iters"] or len(reid_train)) * cfg["epochs"]
-print(f"{dataset_name}: {data.num_train_pids} training identities, {len(reid_train)} iterations per epoch, "
-      f"{cfg['epochs']} epoch(s) = {reid_iters} iterations per loss")
+print(
+    f"{dataset_name}: {data.num_train_pids} training identities, {len(reid_train)} iterations per epoch, "
+    f"{cfg['epochs']} epoch(s) = {reid_iters} iterations per loss"
+)
 
 # %%
 LOSS_SETTINGS = {  # on top of DEFAULT_HPARAMS
-    "paper": {"sphereface": {"m": 4}, "cosface": {"s": 64.0, "m": 0.35}, "arcface": {"s": 64.0, "m": 0.5},
-              "triplet": {"soft_margin": True, "normalize": False}},  # Hermans et al.: soft margin, euclidean
+    "paper": {
+        "sphereface": {"m": 4},
+        "cosface": {"s": 64.0, "m": 0.35},
+        "arcface": {"s": 64.0, "m": 0.5},
+        "triplet": {"soft_margin": True, "normalize": False},
+    },  # Hermans et al.: soft margin, euclidean
     "small": {"cosface": {"s": 16.0, "m": 0.2}, "arcface": {"s": 16.0, "m": 0.3}},
 }
 reid_hparams = {loss: dict(LOSS_SETTINGS[cfg["loss_settings"]].get(loss, {})) for loss in METRIC_LOSSES}
@@ -621,32 +802,63 @@ reid_hparams["adacos"]["track_history"] = True
 reid_runs, reid_results = {}, {}
 for loss in METRIC_LOSSES:
     seed_everything(seed)
-    model = EmbeddingNet(cfg["backbone"], embedding_dim=cfg["embedding_dim"], pretrained=cfg["pretrained"],
-                         last_stride=cfg["last_stride"])
-    train_cfg = TrainConfig(epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=5e-4,
-                            scheduler=cfg["scheduler"], decay_start=cfg["decay_start"], warmup_epochs=0,
-                            max_iters_per_epoch=cfg["max_iters"], seed=seed, progress=profile != "smoke",
-                            checkpoint_dir=checkpoint_dir(results_dir, "02_metric_learning", f"{dataset}_{loss}", profile))
+    model = EmbeddingNet(
+        cfg["backbone"],
+        embedding_dim=cfg["embedding_dim"],
+        pretrained=cfg["pretrained"],
+        last_stride=cfg["last_stride"],
+    )
+    train_cfg = TrainConfig(
+        epochs=cfg["epochs"],
+        optimizer=cfg["optimizer"],
+        lr=cfg["lr"],
+        weight_decay=5e-4,
+        scheduler=cfg["scheduler"],
+        decay_start=cfg["decay_start"],
+        warmup_epochs=0,
+        max_iters_per_epoch=cfg["max_iters"],
+        seed=seed,
+        progress=profile != "smoke",
+        checkpoint_dir=checkpoint_dir(results_dir, "02_metric_learning", f"{dataset}_{loss}", profile),
+    )
     run = train_embedding(model, loss, reid_train, data.num_train_pids, train_cfg, device=dev, **reid_hparams[loss])
     metric = "cosine" if reid_hparams[loss].get("normalize", True) else "euclidean"  # the space the loss shaped
-    result = evaluate_reid(run.model, reid_query, reid_gallery, metric=metric, flip=cfg["flip"], device=dev,
-                           progress=False)
+    result = evaluate_reid(
+        run.model, reid_query, reid_gallery, metric=metric, flip=cfg["flip"], device=dev, progress=False
+    )
     reid_runs[loss], reid_results[loss] = run, result
-    write_result(results_dir, "02_metric_learning", loss, method=f"{LOSS_TITLES[loss]} ({cfg['backbone']})",
-                 dataset=dataset_name, profile=profile, train_seconds=run.seconds, device=str(dev),
-                 params={**{k: v for k, v in cfg.items() if not k.startswith(("toy", "unseen"))},
-                         "loss": loss, "hparams": {**DEFAULT_HPARAMS[loss], **reid_hparams[loss]}},
-                 **result.metrics)
+    write_result(
+        results_dir,
+        "02_metric_learning",
+        loss,
+        method=f"{LOSS_TITLES[loss]} ({cfg['backbone']})",
+        dataset=dataset_name,
+        profile=profile,
+        train_seconds=run.seconds,
+        device=str(dev),
+        params={
+            **{k: v for k, v in cfg.items() if not k.startswith(("toy", "unseen"))},
+            "loss": loss,
+            "hparams": {**DEFAULT_HPARAMS[loss], **reid_hparams[loss]},
+        },
+        **result.metrics,
+    )
     print(f"{loss:12s} {result}  ({run.seconds:.0f} s)")
 
 # %%
-rows = [f"| {LOSS_TITLES[loss]} | {'head' if loss in HEAD_LOSSES else 'pairs'} | {r.metrics['rank1']:.1f} "
-        f"| {r.metrics['mAP']:.1f} | {reid_runs[loss].history[-1][loss]:.3f} | {reid_runs[loss].seconds:.0f} |"
-        for loss, r in reid_results.items()]
-display(Markdown(f"**{dataset_name}**, {cfg['backbone']} at {cfg['height']}x{cfg['width']}, {reid_iters} iterations "
-                 f"of {cfg['batch_size']} images per loss\n\n"
-                 "| loss | family | R1 (%) | mAP (%) | final loss | train s |\n| --- | --- | --- | --- | --- | --- |\n"
-                 + "\n".join(rows)))
+rows = [
+    f"| {LOSS_TITLES[loss]} | {'head' if loss in HEAD_LOSSES else 'pairs'} | {r.metrics['rank1']:.1f} "
+    f"| {r.metrics['mAP']:.1f} | {reid_runs[loss].history[-1][loss]:.3f} | {reid_runs[loss].seconds:.0f} |"
+    for loss, r in reid_results.items()
+]
+display(
+    Markdown(
+        f"**{dataset_name}**, {cfg['backbone']} at {cfg['height']}x{cfg['width']}, {reid_iters} iterations "
+        f"of {cfg['batch_size']} images per loss\n\n"
+        "| loss | family | R1 (%) | mAP (%) | final loss | train s |\n| --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+    )
+)
 
 # %% [markdown]
 # How to read this table: it is the state of each loss after 368 iterations from random
@@ -671,10 +883,13 @@ display(Markdown(f"**{dataset_name}**, {cfg['backbone']} at {cfg['height']}x{cfg
 
 # %%
 reid_scale = reid_runs["adacos"].criterion.head.scale_history
-plot_scale_history({f"AdaCos, {dataset_name} (C={data.num_train_pids})": reid_scale,
-                    "AdaCos, digits (C=10)": toy_scale},
-                   fixed={f"fixed, C={data.num_train_pids}": adacos_fixed_scale(data.num_train_pids),
-                          "fixed, C=10": adacos_fixed_scale(10)})
+plot_scale_history(
+    {f"AdaCos, {dataset_name} (C={data.num_train_pids})": reid_scale, "AdaCos, digits (C=10)": toy_scale},
+    fixed={
+        f"fixed, C={data.num_train_pids}": adacos_fixed_scale(data.num_train_pids),
+        "fixed, C=10": adacos_fixed_scale(10),
+    },
+)
 plt.show()
 
 # %% [markdown]
@@ -687,8 +902,11 @@ plt.show()
 # epochs on a CPU; they compare the losses under one short budget, not with the paper.
 
 # %%
-rows = [f"| ours: {LOSS_TITLES[loss]} ({cfg['backbone']}, {profile}) | {dataset_name} | {r.metrics['rank1']:.1f} "
-        f"| {r.metrics['mAP']:.1f} |" for loss, r in reid_results.items()]
+rows = [
+    f"| ours: {LOSS_TITLES[loss]} ({cfg['backbone']}, {profile}) | {dataset_name} | {r.metrics['rank1']:.1f} "
+    f"| {r.metrics['mAP']:.1f} |"
+    for loss, r in reid_results.items()
+]
 display(Markdown("| method | test set | R1 | mAP |\n| --- | --- | --- | --- |\n" + "\n".join(rows)))
 display(Markdown(paper_results_markdown(paper_results_for("metric_learning"))))
 

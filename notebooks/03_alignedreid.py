@@ -97,24 +97,84 @@ results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(
-        worlds=("smoke", "smoke_aligned"), backbone="resnet18", pretrained=False, last_stride=1, height=64, width=32,
-        ids_per_batch=4, num_instances=4, epochs=1, max_iters_per_epoch=3, optimizer="adam", lr=1e-3,
-        weight_decay=5e-4, scheduler="constant", milestones=(), decay_start=None, local_dim=32, margin=0.3, local_margin=0.3,
-        id_weight=1.0, normalize_local=True, mutual=True, prob_mutual_weight=1.0, global_mutual_weight=0.1,
+        worlds=("smoke", "smoke_aligned"),
+        backbone="resnet18",
+        pretrained=False,
+        last_stride=1,
+        height=64,
+        width=32,
+        ids_per_batch=4,
+        num_instances=4,
+        epochs=1,
+        max_iters_per_epoch=3,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=5e-4,
+        scheduler="constant",
+        milestones=(),
+        decay_start=None,
+        local_dim=32,
+        margin=0.3,
+        local_margin=0.3,
+        id_weight=1.0,
+        normalize_local=True,
+        mutual=True,
+        prob_mutual_weight=1.0,
+        global_mutual_weight=0.1,
         flip_test=False,
     ),
     "synth": dict(
-        worlds=("synth", "synth_aligned"), backbone="resnet18", pretrained=False, last_stride=1, height=96, width=48,
-        ids_per_batch=16, num_instances=4, epochs=2, max_iters_per_epoch=None, optimizer="adam", lr=1e-3,
-        weight_decay=5e-4, scheduler="step", milestones=(1.5,), decay_start=None, local_dim=128, margin=0.3, local_margin=0.3,
-        id_weight=1.0, normalize_local=True, mutual=True, prob_mutual_weight=1.0, global_mutual_weight=0.1,
+        worlds=("synth", "synth_aligned"),
+        backbone="resnet18",
+        pretrained=False,
+        last_stride=1,
+        height=96,
+        width=48,
+        ids_per_batch=16,
+        num_instances=4,
+        epochs=2,
+        max_iters_per_epoch=None,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=5e-4,
+        scheduler="step",
+        milestones=(1.5,),
+        decay_start=None,
+        local_dim=128,
+        margin=0.3,
+        local_margin=0.3,
+        id_weight=1.0,
+        normalize_local=True,
+        mutual=True,
+        prob_mutual_weight=1.0,
+        global_mutual_weight=0.1,
         flip_test=False,
     ),
     "paper": dict(
-        worlds=(dataset,), backbone="resnet50", pretrained=True, last_stride=2, height=256, width=128,
-        ids_per_batch=32, num_instances=4, epochs=300, max_iters_per_epoch=None, optimizer="adam", lr=2e-4,
-        weight_decay=5e-4, scheduler="exp", milestones=(), decay_start=151, local_dim=128, margin=0.3, local_margin=0.3,
-        id_weight=1.0, normalize_local=False, mutual=True, prob_mutual_weight=1.0, global_mutual_weight=1.0,
+        worlds=(dataset,),
+        backbone="resnet50",
+        pretrained=True,
+        last_stride=2,
+        height=256,
+        width=128,
+        ids_per_batch=32,
+        num_instances=4,
+        epochs=300,
+        max_iters_per_epoch=None,
+        optimizer="adam",
+        lr=2e-4,
+        weight_decay=5e-4,
+        scheduler="exp",
+        milestones=(),
+        decay_start=151,
+        local_dim=128,
+        margin=0.3,
+        local_margin=0.3,
+        id_weight=1.0,
+        normalize_local=False,
+        mutual=True,
+        prob_mutual_weight=1.0,
+        global_mutual_weight=1.0,
         flip_test=False,
     ),
 }
@@ -136,18 +196,38 @@ from IPython.display import Markdown, display
 
 from reid_core.alignment import aligned_distance
 from reid_core.book import (
-    checkpoint_dir, load_image, paper_results_for, paper_results_markdown, plot_history, resolve_device, show_images,
+    checkpoint_dir,
+    load_image,
+    paper_results_for,
+    paper_results_markdown,
+    plot_history,
+    resolve_device,
+    show_images,
     write_result,
 )
 from reid_core.chapters.alignedreid import (
-    ablation_markdown, ablation_rows, box_shifts, cross_camera_pair, evaluate_test_distances, expected_path_offset,
-    extract_global_local, mean_path_offsets, misaligned_pair, plot_ablation_bars, plot_alignment, plot_path_offsets,
+    ablation_markdown,
+    ablation_rows,
+    box_shifts,
+    cross_camera_pair,
+    evaluate_test_distances,
+    expected_path_offset,
+    extract_global_local,
+    mean_path_offsets,
+    misaligned_pair,
+    plot_ablation_bars,
+    plot_alignment,
+    plot_path_offsets,
 )
-from reid_core.data import build_dataset, prepare_synthreid, SynthReID
-from reid_core.engine import build_test_loader, build_train_loader, seed_everything, TrainConfig, Trainer
+from reid_core.data import SynthReID, build_dataset, prepare_synthreid
+from reid_core.engine import TrainConfig, Trainer, build_test_loader, build_train_loader, seed_everything
 from reid_core.evaluation import pairwise_distance
 from reid_core.losses import (
-    AlignedReIDLoss, classification_mutual_loss, metric_mutual_loss, MutualLearningLoss, MutualPair,
+    AlignedReIDLoss,
+    MutualLearningLoss,
+    MutualPair,
+    classification_mutual_loss,
+    metric_mutual_loss,
 )
 from reid_core.models import AlignedReID, NormalizedLocal
 
@@ -173,8 +253,11 @@ worlds = {}
 for world in cfg["worlds"]:
     if profile == "paper" and world != "synthreid":
         kwargs = {"split": cuhk03_split} if world == "cuhk03" else {}
-        worlds[world] = dict(data=build_dataset(world, data_root, verbose=False, **kwargs), root=None,
-                             name=world if world != "cuhk03" else f"cuhk03_{cuhk03_split}")
+        worlds[world] = dict(
+            data=build_dataset(world, data_root, verbose=False, **kwargs),
+            root=None,
+            name=world if world != "cuhk03" else f"cuhk03_{cuhk03_split}",
+        )
     else:
         preset = "synth" if world == "synthreid" else world
         root = prepare_synthreid(data_root, preset, progress=False)
@@ -265,14 +348,23 @@ def all_right_down_paths(s):
 
 
 paths = list(all_right_down_paths(4))
-brute = torch.tensor([[min(sum(torch.tanh((x[a, i] - y[b, j]).norm() / 2).item() for i, j in p) for p in paths)
-                       for b in range(5)] for a in range(3)], dtype=torch.float64)
+brute = torch.tensor(
+    [
+        [min(sum(torch.tanh((x[a, i] - y[b, j]).norm() / 2).item() for i, j in p) for p in paths) for b in range(5)]
+        for a in range(3)
+    ],
+    dtype=torch.float64,
+)
 print(f"{len(paths)} right/down paths through a 4x4 matrix, each of {len(paths[0])} cells")
 print("DP equals the brute-force minimum:", torch.allclose(dp, brute, atol=1e-10))
 d = torch.tanh(torch.cdist(x[0, :2], y[0, :2]) / 2)  # (2, 2) costs of the first two stripes
 two = aligned_distance(x[:1, :2], y[:1, :2]).item()
-print("two stripes: d11 + min(d12, d21) + d22 =", round((d[0, 0] + torch.minimum(d[0, 1], d[1, 0]) + d[1, 1]).item(), 6),
-      "| aligned_distance =", round(two, 6))
+print(
+    "two stripes: d11 + min(d12, d21) + d22 =",
+    round((d[0, 0] + torch.minimum(d[0, 1], d[1, 0]) + d[1, 1]).item(), 6),
+    "| aligned_distance =",
+    round(two, 6),
+)
 
 # %% [markdown]
 # ## The model
@@ -292,15 +384,25 @@ print("two stripes: d11 + min(d12, d21) + d22 =", round((d[0, 0] + torch.minimum
 
 # %%
 # NBVAL_CHECK_OUTPUT
-shape_checks = (("paper / re-production", "resnet50", 2, (256, 128), 128, 751),
-                (f"this run ({profile})", cfg["backbone"], cfg["last_stride"], (cfg["height"], cfg["width"]), cfg["local_dim"],
-                 len({pid for _, pid, _ in worlds[misaligned_world]["data"].train})))
+shape_checks = (
+    ("paper / re-production", "resnet50", 2, (256, 128), 128, 751),
+    (
+        f"this run ({profile})",
+        cfg["backbone"],
+        cfg["last_stride"],
+        (cfg["height"], cfg["width"]),
+        cfg["local_dim"],
+        len({pid for _, pid, _ in worlds[misaligned_world]["data"].train}),
+    ),
+)
 for name, backbone, stride, (h_in, w_in), local_dim, num_ids in shape_checks:
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         net = AlignedReID(num_classes=num_ids, backbone=backbone, last_stride=stride, local_dim=local_dim)
         out = net(torch.empty(2, 3, h_in, w_in))
-    print(f"{name}: {backbone}, input {h_in}x{w_in} -> map {tuple(out.feature_map.shape[1:])}, global {tuple(out.feat.shape[1:])}, "
-          f"local {tuple(out.local.shape[1:])} (stripes x dims), logits {tuple(out.logits.shape[1:])}")
+    print(
+        f"{name}: {backbone}, input {h_in}x{w_in} -> map {tuple(out.feature_map.shape[1:])}, global {tuple(out.feat.shape[1:])}, "
+        f"local {tuple(out.local.shape[1:])} (stripes x dims), logits {tuple(out.logits.shape[1:])}"
+    )
 
 # %% [markdown]
 # ## The losses
@@ -359,8 +461,10 @@ with torch.no_grad():
     for name, stripes in (("raw stripes", raw), ("L2-normalised stripes", torch.nn.functional.normalize(raw, dim=-1))):
         dist = torch.cdist(stripes[0], stripes[2])  # (S, S) stripe distances of two images
         cost = torch.tanh(dist / 2)
-        print(f"{name}: stripe distances {dist.mean():.2f} on average, cell costs {cost.mean():.3f}, "
-              f"slope of tanh(d/2) there {((1 - cost ** 2) / 2).mean():.1e}")
+        print(
+            f"{name}: stripe distances {dist.mean():.2f} on average, cell costs {cost.mean():.3f}, "
+            f"slope of tanh(d/2) there {((1 - cost**2) / 2).mean():.1e}"
+        )
 
 # %% [markdown]
 # ## Mutual learning
@@ -399,8 +503,9 @@ with torch.no_grad():
 # %%
 logits_1, logits_2 = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True)
 feats_1, feats_2 = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
-mutual_1 = classification_mutual_loss(logits_1, logits_2) + metric_mutual_loss(pairwise_distance(feats_1),
-                                                                               pairwise_distance(feats_2))
+mutual_1 = classification_mutual_loss(logits_1, logits_2) + metric_mutual_loss(
+    pairwise_distance(feats_1), pairwise_distance(feats_2)
+)
 mutual_1.backward()
 print("net 1's mutual loss moves net 1:", logits_1.grad is not None and feats_1.grad is not None)
 print("... and leaves net 2 alone:", logits_2.grad is None and feats_2.grad is None)
@@ -445,41 +550,76 @@ preload = profile != "paper" or dev.type == "cpu"
 for w in worlds.values():
     data = w["data"]
     w["num_classes"] = len({pid for _, pid, _ in data.train})
-    w["train_loader"] = build_train_loader(data.train, height, width, batch_size=cfg["ids_per_batch"] * cfg["num_instances"],
-                                           num_instances=cfg["num_instances"], preload=preload, seed=seed, pad=0,
-                                           random_erasing_p=0.0)
+    w["train_loader"] = build_train_loader(
+        data.train,
+        height,
+        width,
+        batch_size=cfg["ids_per_batch"] * cfg["num_instances"],
+        num_instances=cfg["num_instances"],
+        preload=preload,
+        seed=seed,
+        pad=0,
+        random_erasing_p=0.0,
+    )
     w["query_loader"] = build_test_loader(data.query, height, width, preload=preload)
     w["gallery_loader"] = build_test_loader(data.gallery, height, width, preload=preload)
 
 
 def new_model(num_classes):
     """An AlignedReID network with the profile's backbone (same weights for the same seed state)."""
-    net = AlignedReID(num_classes, backbone=cfg["backbone"], pretrained=cfg["pretrained"], last_stride=cfg["last_stride"],
-                      global_pool="avg", local_pool="max", local_dim=cfg["local_dim"])
+    net = AlignedReID(
+        num_classes,
+        backbone=cfg["backbone"],
+        pretrained=cfg["pretrained"],
+        last_stride=cfg["last_stride"],
+        global_pool="avg",
+        local_pool="max",
+        local_dim=cfg["local_dim"],
+    )
     return NormalizedLocal(net) if cfg["normalize_local"] else net
 
 
 def train(model, criterion, loader, run_name):
     """Train with the profile's recipe; returns the history and the wall-clock seconds."""
-    config = TrainConfig(epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                         scheduler=cfg["scheduler"], milestones=cfg["milestones"], decay_start=cfg["decay_start"], warmup_epochs=0.0,
-                         max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile != "smoke",
-                         checkpoint_dir=checkpoint_dir(results_dir, NOTEBOOK, run_name, profile))
+    config = TrainConfig(
+        epochs=cfg["epochs"],
+        optimizer=cfg["optimizer"],
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        scheduler=cfg["scheduler"],
+        milestones=cfg["milestones"],
+        decay_start=cfg["decay_start"],
+        warmup_epochs=0.0,
+        max_iters_per_epoch=cfg["max_iters_per_epoch"],
+        seed=seed,
+        progress=profile != "smoke",
+        checkpoint_dir=checkpoint_dir(results_dir, NOTEBOOK, run_name, profile),
+    )
     start = time.perf_counter()
     history = Trainer(model, criterion, loader, config, device=dev).fit()
     return history, time.perf_counter() - start
 
 
 losses = {
-    "global": AlignedReIDLoss(cfg["margin"], cfg["local_margin"], "global", id_weight=cfg["id_weight"], local_weight=0.0),
+    "global": AlignedReIDLoss(
+        cfg["margin"], cfg["local_margin"], "global", id_weight=cfg["id_weight"], local_weight=0.0
+    ),
     "global + local": AlignedReIDLoss(cfg["margin"], cfg["local_margin"], "global", id_weight=cfg["id_weight"]),
 }
-mutual_loss = MutualLearningLoss(cfg["margin"], cfg["local_margin"], "global", id_weight=cfg["id_weight"],
-                                 prob_mutual_weight=cfg["prob_mutual_weight"],
-                                 global_mutual_weight=cfg["global_mutual_weight"], local_mutual_weight=0.0)
+mutual_loss = MutualLearningLoss(
+    cfg["margin"],
+    cfg["local_margin"],
+    "global",
+    id_weight=cfg["id_weight"],
+    prob_mutual_weight=cfg["prob_mutual_weight"],
+    global_mutual_weight=cfg["global_mutual_weight"],
+    local_mutual_weight=0.0,
+)
 w0 = worlds[misaligned_world]
-print(f"{len(w0['train_loader'])} iterations of {cfg['ids_per_batch']}x{cfg['num_instances']} images per epoch, "
-      f"{cfg['epochs']} epochs")
+print(
+    f"{len(w0['train_loader'])} iterations of {cfg['ids_per_batch']}x{cfg['num_instances']} images per epoch, "
+    f"{cfg['epochs']} epochs"
+)
 
 # %%
 runs = {}  # (world, training) -> dict(model, history, seconds)
@@ -508,8 +648,10 @@ histories = {training: runs[(misaligned_world, training)]["history"] for trainin
 plot_history(histories, keys=("id", "global", "local"))
 plt.show()
 if cfg["mutual"]:
-    plot_history({"mutual pair": runs[(misaligned_world, "global + local + mutual")]["history"]},
-                 keys=("global_1", "local_1", "prob_mutual_1", "global_mutual_1"))
+    plot_history(
+        {"mutual pair": runs[(misaligned_world, "global + local + mutual")]["history"]},
+        keys=("global_1", "local_1", "prob_mutual_1", "global_mutual_1"),
+    )
     plt.show()
 
 # %% [markdown]
@@ -523,20 +665,45 @@ eval_start = time.perf_counter()
 features, results, rows = {}, {}, []
 for (world, training), run in runs.items():
     w = worlds[world]
-    q_glob, q_loc = extract_global_local(run["model"], w["query_loader"], dev, flip=cfg["flip_test"], progress=profile == "paper")
-    g_glob, g_loc = extract_global_local(run["model"], w["gallery_loader"], dev, flip=cfg["flip_test"], progress=profile == "paper")
+    q_glob, q_loc = extract_global_local(
+        run["model"], w["query_loader"], dev, flip=cfg["flip_test"], progress=profile == "paper"
+    )
+    g_glob, g_loc = extract_global_local(
+        run["model"], w["gallery_loader"], dev, flip=cfg["flip_test"], progress=profile == "paper"
+    )
     features[(world, training)] = (q_glob, g_glob, q_loc, g_loc)
     tests = ("global",) if training == "global" else ("global", "global+local", "local", "local (row by row)")
     res = evaluate_test_distances(q_glob, g_glob, q_loc, g_loc, distances=tests, rerank=(False, True), device=dev)
     results[(world, training)] = res
     rows += ablation_rows(world, training, res)
     for (test, rr), r in res.items():
-        run_name = f"{profile}_{w['name']}_{training}_test_{test}{'_rk' if rr else ''}".replace(" ", "").replace("(", "").replace(")", "")
-        write_result(results_dir, NOTEBOOK, run_name, method=f"AlignedReID: train {training}, test {test}{' + RK' if rr else ''}",
-                     dataset=w["name"], profile=profile, train_seconds=run["seconds"], device=str(dev),
-                     params={**{k: v for k, v in cfg.items() if k != "worlds"}, "training": training, "test_distance": test,
-                             "rerank": rr, "k1": 20, "k2": 6, "lambda": 0.3},
-                     world=world, reranked=rr, **r.metrics)
+        run_name = (
+            f"{profile}_{w['name']}_{training}_test_{test}{'_rk' if rr else ''}".replace(" ", "")
+            .replace("(", "")
+            .replace(")", "")
+        )
+        write_result(
+            results_dir,
+            NOTEBOOK,
+            run_name,
+            method=f"AlignedReID: train {training}, test {test}{' + RK' if rr else ''}",
+            dataset=w["name"],
+            profile=profile,
+            train_seconds=run["seconds"],
+            device=str(dev),
+            params={
+                **{k: v for k, v in cfg.items() if k != "worlds"},
+                "training": training,
+                "test_distance": test,
+                "rerank": rr,
+                "k1": 20,
+                "k2": 6,
+                "lambda": 0.3,
+            },
+            world=world,
+            reranked=rr,
+            **r.metrics,
+        )
 print(f"evaluated {len(rows)} variants of {len(runs)} models in {time.perf_counter() - eval_start:.0f} s")
 
 # %% [markdown]
@@ -559,6 +726,7 @@ plt.show()
 local_tests = ("local", "local (row by row)")
 display(Markdown(ablation_markdown([r for r in rows if r.test in local_tests], tests=local_tests)))
 
+
 # %%
 def metric(world, training, test="global", rr=False, key="rank1"):
     """One number of the ablation (NaN when that run does not exist)."""
@@ -569,15 +737,19 @@ def metric(world, training, test="global", rr=False, key="rank1"):
 lines = []
 for world in worlds:
     for key in ("rank1", "mAP"):
-        lines.append(f"{world}, {key}: local branch in training {metric(world, 'global + local', key=key) - metric(world, 'global', key=key):+.1f}"
-                     f" (global test); global + local test {metric(world, 'global + local', 'global+local', key=key) - metric(world, 'global + local', key=key):+.1f};"
-                     f" aligned vs row-by-row local {metric(world, 'global + local', 'local', key=key) - metric(world, 'global + local', 'local (row by row)', key=key):+.1f};"
-                     f" re-ranking {metric(world, 'global + local', rr=True, key=key) - metric(world, 'global + local', key=key):+.1f}")
+        lines.append(
+            f"{world}, {key}: local branch in training {metric(world, 'global + local', key=key) - metric(world, 'global', key=key):+.1f}"
+            f" (global test); global + local test {metric(world, 'global + local', 'global+local', key=key) - metric(world, 'global + local', key=key):+.1f};"
+            f" aligned vs row-by-row local {metric(world, 'global + local', 'local', key=key) - metric(world, 'global + local', 'local (row by row)', key=key):+.1f};"
+            f" re-ranking {metric(world, 'global + local', rr=True, key=key) - metric(world, 'global + local', key=key):+.1f}"
+        )
 if cfg["mutual"]:
     for key in ("rank1", "mAP"):
-        lines.append(f"{misaligned_world}, {key}: mutual learning {metric(misaligned_world, 'global + local + mutual', key=key) - metric(misaligned_world, 'global + local', key=key):+.1f}"
-                     f" (net 1 vs the same start without it); net 1 vs net 2 of the pair (seed spread)"
-                     f" {metric(misaligned_world, 'global + local + mutual', key=key) - metric(misaligned_world, 'global + local + mutual (net 2)', key=key):+.1f}")
+        lines.append(
+            f"{misaligned_world}, {key}: mutual learning {metric(misaligned_world, 'global + local + mutual', key=key) - metric(misaligned_world, 'global + local', key=key):+.1f}"
+            f" (net 1 vs the same start without it); net 1 vs net 2 of the pair (seed spread)"
+            f" {metric(misaligned_world, 'global + local + mutual', key=key) - metric(misaligned_world, 'global + local + mutual (net 2)', key=key):+.1f}"
+        )
 print("\n".join(lines))
 
 # %% [markdown]
@@ -597,12 +769,24 @@ align_model = runs[(misaligned_world, "global + local")]["model"].eval()
 transform_loader = build_test_loader([(p, 0, 0) for p in pair_paths], height, width, preload=False, workers=0)
 with torch.no_grad():
     pair_local = align_model(next(iter(transform_loader))[0].to(dev)).local.float().cpu()  # (2 or 4, S, d)
-plot_alignment(load_image(pair_paths[0]), load_image(pair_paths[1]), pair_local[0], pair_local[1],
-               titles=("A", "B"), suptitle=f"learned stripes, {misaligned_world} (misaligned crops)")
+plot_alignment(
+    load_image(pair_paths[0]),
+    load_image(pair_paths[1]),
+    pair_local[0],
+    pair_local[1],
+    titles=("A", "B"),
+    suptitle=f"learned stripes, {misaligned_world} (misaligned crops)",
+)
 plt.show()
 if len(pair_paths) == 4:
-    plot_alignment(load_image(pair_paths[2]), load_image(pair_paths[3]), pair_local[2], pair_local[3],
-                   titles=("A", "B"), suptitle=f"the same model on the same crops from {aligned_world}")
+    plot_alignment(
+        load_image(pair_paths[2]),
+        load_image(pair_paths[3]),
+        pair_local[2],
+        pair_local[3],
+        titles=("A", "B"),
+        suptitle=f"the same model on the same crops from {aligned_world}",
+    )
     plt.show()
 
 # %% [markdown]
@@ -628,11 +812,15 @@ for world, w in worlds.items():
     q_glob, g_glob, q_loc, g_loc = features[(world, "global + local")]
     q_names = [os.path.basename(p) for p, _, _ in w["data"].query]
     g_names = [os.path.basename(p) for p, _, _ in w["data"].gallery]
-    qi, gi = np.nonzero((q_glob.pids[:, None] == g_glob.pids[None, :]) & (q_glob.pids[:, None] > 0))  # same-identity pairs
+    qi, gi = np.nonzero(
+        (q_glob.pids[:, None] == g_glob.pids[None, :]) & (q_glob.pids[:, None] > 0)
+    )  # same-identity pairs
     keep = np.linspace(0, len(qi) - 1, num=min(len(qi), 600)).astype(int)  # an even subsample, for time
     qi, gi = qi[keep], gi[keep]
     stripes = q_loc.features.shape[1]
-    expected = np.array([expected_path_offset(shifts[q_names[a]][0], shifts[g_names[b]][0], stripes) for a, b in zip(qi, gi)])
+    expected = np.array(
+        [expected_path_offset(shifts[q_names[a]][0], shifts[g_names[b]][0], stripes) for a, b in zip(qi, gi)]
+    )
     measured = mean_path_offsets(q_loc.features[qi], g_loc.features[gi]).numpy()
     offset_series[world] = (expected, measured)
     if expected.std() == 0:  # the aligned world: nothing to correlate with
@@ -641,8 +829,10 @@ for world, w in worlds.items():
         corr_text = f"all measured offsets are {measured[0] + 0.0:g}, so the correlation is undefined"
     else:
         corr_text = f"correlation {np.corrcoef(expected, measured)[0, 1]:.2f}"
-    print(f"{world}: {len(qi)} pairs, predicted offsets {expected.min():+.2f} to {expected.max():+.2f} stripes, "
-          f"measured {measured.min():+.2f} to {measured.max():+.2f}, {corr_text}")
+    print(
+        f"{world}: {len(qi)} pairs, predicted offsets {expected.min():+.2f} to {expected.max():+.2f} stripes, "
+        f"measured {measured.min():+.2f} to {measured.max():+.2f}, {corr_text}"
+    )
 if offset_series:
     plot_path_offsets(offset_series, stripes=stripes)
     plt.show()
@@ -656,9 +846,15 @@ if offset_series:
 
 # %%
 display(Markdown(paper_results_markdown(paper_results_for("alignedreid"))))
-ours = [f"| ours ({profile}) | {r.training} | {worlds[r.world]['name']} | {r.test} | {'yes' if r.reranked else 'no'} | "
-        f"{r.rank1:.1f} | {r.mAP:.1f} |" for r in rows if r.test in main_tests and "net 2" not in r.training]
-display(Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|---|---|---|---|---|\n" + "\n".join(ours)))
+ours = [
+    f"| ours ({profile}) | {r.training} | {worlds[r.world]['name']} | {r.test} | {'yes' if r.reranked else 'no'} | "
+    f"{r.rank1:.1f} | {r.mAP:.1f} |"
+    for r in rows
+    if r.test in main_tests and "net 2" not in r.training
+]
+display(
+    Markdown("| source | training | data | test | RK | R1 | mAP |\n|---|---|---|---|---|---|---|\n" + "\n".join(ours))
+)
 
 # %% [markdown]
 # ## What we see, and what to try next

@@ -83,22 +83,79 @@ results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(
-        preset="smoke", backbone="resnet18", pretrained=False, height=64, width=32, reduction_dim=64, reduction_relu=False,
-        branches=[1, 2], ensemble_size=2, bnneck_reference=False, epochs=1, max_iters_per_epoch=3,
-        ids_per_batch=4, num_instances=4, optimizer="adam", lr=3.5e-4, weight_decay=5e-4, scheduler="constant",
-        milestones=(), warmup_epochs=0.0, random_erasing_p=0.0, flip_test=False, activation_images=2,
+        preset="smoke",
+        backbone="resnet18",
+        pretrained=False,
+        height=64,
+        width=32,
+        reduction_dim=64,
+        reduction_relu=False,
+        branches=[1, 2],
+        ensemble_size=2,
+        bnneck_reference=False,
+        epochs=1,
+        max_iters_per_epoch=3,
+        ids_per_batch=4,
+        num_instances=4,
+        optimizer="adam",
+        lr=3.5e-4,
+        weight_decay=5e-4,
+        scheduler="constant",
+        milestones=(),
+        warmup_epochs=0.0,
+        random_erasing_p=0.0,
+        flip_test=False,
+        activation_images=2,
     ),
     "synth": dict(
-        preset="synth", backbone="resnet18", pretrained=False, height=64, width=32, reduction_dim=256, reduction_relu=False,
-        branches=[1, 2, 3], ensemble_size=2, bnneck_reference=False, epochs=5, max_iters_per_epoch=None,
-        ids_per_batch=16, num_instances=4, optimizer="adam", lr=3e-3, weight_decay=5e-4, scheduler="cosine",
-        milestones=(), warmup_epochs=1.0, random_erasing_p=0.0, flip_test=False, activation_images=4,
+        preset="synth",
+        backbone="resnet18",
+        pretrained=False,
+        height=64,
+        width=32,
+        reduction_dim=256,
+        reduction_relu=False,
+        branches=[1, 2, 3],
+        ensemble_size=2,
+        bnneck_reference=False,
+        epochs=5,
+        max_iters_per_epoch=None,
+        ids_per_batch=16,
+        num_instances=4,
+        optimizer="adam",
+        lr=3e-3,
+        weight_decay=5e-4,
+        scheduler="cosine",
+        milestones=(),
+        warmup_epochs=1.0,
+        random_erasing_p=0.0,
+        flip_test=False,
+        activation_images=4,
     ),
     "paper": dict(
-        preset=None, backbone="resnet50", pretrained=True, height=384, width=128, reduction_dim=256, reduction_relu=True,
-        branches=[3], ensemble_size=0, bnneck_reference=False, epochs=80, max_iters_per_epoch=None,
-        ids_per_batch=16, num_instances=4, optimizer="adam", lr=2e-4, weight_decay=5e-4, scheduler="step",
-        milestones=(60,), warmup_epochs=0.0, random_erasing_p=0.0, flip_test=True, activation_images=4,
+        preset=None,
+        backbone="resnet50",
+        pretrained=True,
+        height=384,
+        width=128,
+        reduction_dim=256,
+        reduction_relu=True,
+        branches=[3],
+        ensemble_size=0,
+        bnneck_reference=False,
+        epochs=80,
+        max_iters_per_epoch=None,
+        ids_per_batch=16,
+        num_instances=4,
+        optimizer="adam",
+        lr=2e-4,
+        weight_decay=5e-4,
+        scheduler="step",
+        milestones=(60,),
+        warmup_epochs=0.0,
+        random_erasing_p=0.0,
+        flip_test=True,
+        activation_images=4,
     ),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
@@ -123,19 +180,44 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 from reid_core.book import (
-    checkpoint_dir, paper_results_for, paper_results_markdown, plot_history, resolve_device, show_images, write_result,
+    checkpoint_dir,
+    paper_results_for,
+    paper_results_markdown,
+    plot_history,
+    resolve_device,
+    show_images,
+    write_result,
 )
 from reid_core.chapters.ensemblenet import (
-    branch_feature_slices, concat_features, ensemblenet_parameter_groups, evaluate_query_subset, local_part_only_pids,
-    part_feature_slices, plot_branch_curve, plot_part_activations, plot_part_rank1, slice_features,
+    branch_feature_slices,
+    concat_features,
+    ensemblenet_parameter_groups,
+    evaluate_query_subset,
+    local_part_only_pids,
+    part_feature_slices,
+    plot_branch_curve,
+    plot_part_activations,
+    plot_part_rank1,
+    slice_features,
 )
-from reid_core.data import build_dataset, build_transforms, prepare_synthreid, read_image, SynthReID, SynthReIDInfo
+from reid_core.data import SynthReID, SynthReIDInfo, build_dataset, build_transforms, prepare_synthreid, read_image
 from reid_core.engine import (
-    build_test_loader, build_train_loader, evaluate_distance, evaluate_reid, seed_everything, TrainConfig, Trainer,
+    TrainConfig,
+    Trainer,
+    build_test_loader,
+    build_train_loader,
+    evaluate_distance,
+    evaluate_reid,
+    seed_everything,
 )
 from reid_core.evaluation import compute_distance_matrix
 from reid_core.models import (
-    BaselineNet, ConcatEnsemble, count_parameters, ensemble_loss, EnsembleNet, part_activation_maps,
+    BaselineNet,
+    ConcatEnsemble,
+    EnsembleNet,
+    count_parameters,
+    ensemble_loss,
+    part_activation_maps,
 )
 
 dev = resolve_device(device)
@@ -168,8 +250,10 @@ else:
     info = SynthReIDInfo.from_json(root)
     dataset_name = f"synthreid_{preset}"
 num_classes = len({pid for _, pid, _ in data.train})
-print(f"{dataset_name}: {len(data.train)} training images of {num_classes} ids, "
-      f"{len(data.query)} queries, {len(data.gallery)} gallery images")
+print(
+    f"{dataset_name}: {len(data.train)} training images of {num_classes} ids, "
+    f"{len(data.query)} queries, {len(data.gallery)} gallery images"
+)
 
 # %% [markdown]
 # A few test families. The title gives the identity and, for family members, the attribute
@@ -179,8 +263,9 @@ print(f"{dataset_name}: {len(data.train)} training images of {num_classes} ids, 
 # %%
 if info is not None:
     by_pid = {ident["pid"]: ident for ident in info.identities}
-    test_families = [f for f in info.families if f["split"] == "test"
-                     and any(by_pid[p]["local_part_only"] for p in f["pids"])][:3]
+    test_families = [
+        f for f in info.families if f["split"] == "test" and any(by_pid[p]["local_part_only"] for p in f["pids"])
+    ][:3]
     paths, titles = [], []
     for family in test_families:
         for pid in family["pids"]:
@@ -242,14 +327,17 @@ for num_branches in range(1, 4):
     with torch.no_grad():
         out = net(example)
         maps = net.forward_features(example)
-    print(f"B={num_branches}: branch map {tuple(maps[0].shape)}, {len(out.parts)} parts of "
-          f"{tuple(out.parts[0].shape)}, ensemble feature {tuple(out.feat.shape)}, "
-          f"{len(out.logits)} classifiers")
+    print(
+        f"B={num_branches}: branch map {tuple(maps[0].shape)}, {len(out.parts)} parts of "
+        f"{tuple(out.parts[0].shape)}, ensemble feature {tuple(out.feat.shape)}, "
+        f"{len(out.logits)} classifiers"
+    )
 
 # %% [markdown]
 # In code, the loss is `ensemble_loss(output, labels)`, the sum over `output.logits`; the
 # trainer calls our *criterion* with the model's output and the labels and logs every term it
 # returns.
+
 
 # %%
 def ensemblenet_criterion(output, labels):
@@ -272,6 +360,7 @@ def bnneck_criterion(output, labels):
 # below are for the paper's ResNet-50 with 751 training identities (Market-1501) and for the
 # ResNet-18 we train here on SynthReID.
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def count_groups(num_ids, num_branches, backbone, reduction_dim):
@@ -285,8 +374,15 @@ def parameter_rows(backbone, num_ids, branch_counts, ensemble_sizes, reduction_d
     rows = []
     for num_branches in branch_counts:
         groups = count_groups(num_ids, num_branches, backbone, reduction_dim)
-        rows.append((f"EnsembleNet, {num_branches} branch{'es' if num_branches > 1 else ''}", groups["shared trunk"],
-                     groups["branches"], groups["test-time"], groups["total"]))
+        rows.append(
+            (
+                f"EnsembleNet, {num_branches} branch{'es' if num_branches > 1 else ''}",
+                groups["shared trunk"],
+                groups["branches"],
+                groups["test-time"],
+                groups["total"],
+            )
+        )
     single = count_groups(num_ids, 1, backbone, reduction_dim)
     for k in ensemble_sizes:
         rows.append((f"{k} separate single-branch networks", 0, 0, k * single["test-time"], k * single["total"]))
@@ -294,17 +390,33 @@ def parameter_rows(backbone, num_ids, branch_counts, ensemble_sizes, reduction_d
 
 
 def parameter_table(title, rows):
-    lines = [f"**{title}**", "", "| model | shared trunk (M) | branches (M) | test-time (M) | total (M) |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {name} | {a / 1e6:.2f} | {b / 1e6:.2f} | {c / 1e6:.2f} | {d / 1e6:.2f} |" for name, a, b, c, d in rows]
+    lines = [
+        f"**{title}**",
+        "",
+        "| model | shared trunk (M) | branches (M) | test-time (M) | total (M) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {a / 1e6:.2f} | {b / 1e6:.2f} | {c / 1e6:.2f} | {d / 1e6:.2f} |" for name, a, b, c, d in rows
+    ]
     return "\n".join(lines)
 
 
 paper_rows = parameter_rows("resnet50", 751, [1, 2, 3], [3], 256)
-ours_rows = parameter_rows(cfg["backbone"], num_classes, cfg["branches"],
-                           [cfg["ensemble_size"]] if cfg["ensemble_size"] > 1 else [], cfg["reduction_dim"])
-display(Markdown(parameter_table("ResNet-50, 751 ids (the paper's setting)", paper_rows) + "\n\n"
-                 + parameter_table(f"{cfg['backbone']}, {num_classes} ids (this run)", ours_rows)))
+ours_rows = parameter_rows(
+    cfg["backbone"],
+    num_classes,
+    cfg["branches"],
+    [cfg["ensemble_size"]] if cfg["ensemble_size"] > 1 else [],
+    cfg["reduction_dim"],
+)
+display(
+    Markdown(
+        parameter_table("ResNet-50, 751 ids (the paper's setting)", paper_rows)
+        + "\n\n"
+        + parameter_table(f"{cfg['backbone']}, {num_classes} ids (this run)", ours_rows)
+    )
+)
 
 # %% [markdown]
 # Each extra ResNet-50 branch adds a copy of `res_conv5_2..3` (8.9 M weights) to a network of
@@ -324,13 +436,19 @@ display(Markdown(parameter_table("ResNet-50, 751 ids (the paper's setting)", pap
 height, width = cfg["height"], cfg["width"]
 preload = profile != "paper" or dev.type == "cpu"
 train_loader = build_train_loader(
-    data.train, height, width, batch_size=cfg["ids_per_batch"] * cfg["num_instances"],
-    num_instances=cfg["num_instances"], preload=preload, seed=seed, random_erasing_p=cfg["random_erasing_p"])
+    data.train,
+    height,
+    width,
+    batch_size=cfg["ids_per_batch"] * cfg["num_instances"],
+    num_instances=cfg["num_instances"],
+    preload=preload,
+    seed=seed,
+    random_erasing_p=cfg["random_erasing_p"],
+)
 query_loader = build_test_loader(data.query, height, width, preload=preload)
 gallery_loader = build_test_loader(data.gallery, height, width, preload=preload)
 query_pids = np.array([pid for _, pid, _ in data.query])
-local_query_mask = (np.isin(query_pids, sorted(local_part_only_pids(info.identities)))
-                    if info is not None else None)
+local_query_mask = np.isin(query_pids, sorted(local_part_only_pids(info.identities))) if info is not None else None
 if local_query_mask is not None:
     print(f"{int(local_query_mask.sum())} of {len(query_pids)} queries show a local-part-only identity")
 
@@ -338,9 +456,16 @@ if local_query_mask is not None:
 def train_config(run_seed):
     """The profile's optimisation recipe."""
     return TrainConfig(
-        epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-        scheduler=cfg["scheduler"], milestones=cfg["milestones"], warmup_epochs=cfg["warmup_epochs"],
-        max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=run_seed, progress=profile != "smoke",
+        epochs=cfg["epochs"],
+        optimizer=cfg["optimizer"],
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        scheduler=cfg["scheduler"],
+        milestones=cfg["milestones"],
+        warmup_epochs=cfg["warmup_epochs"],
+        max_iters_per_epoch=cfg["max_iters_per_epoch"],
+        seed=run_seed,
+        progress=profile != "smoke",
         checkpoint_dir=None,
     )
 
@@ -357,8 +482,15 @@ def train(model, criterion, run_name, run_seed):
 
 def evaluate(model):
     """Rank-1/mAP on query/gallery with the euclidean distance (the paper's ensemble feature)."""
-    return evaluate_reid(model, query_loader, gallery_loader, metric="euclidean", flip=cfg["flip_test"],
-                         device=dev, progress=profile == "paper")
+    return evaluate_reid(
+        model,
+        query_loader,
+        gallery_loader,
+        metric="euclidean",
+        flip=cfg["flip_test"],
+        device=dev,
+        progress=profile == "paper",
+    )
 
 
 def local_metrics(result):
@@ -375,8 +507,23 @@ def local_extras(local):
 
 def run_params(**extra):
     """The recipe, for the results JSON."""
-    keys = ("backbone", "pretrained", "height", "width", "reduction_dim", "reduction_relu", "epochs", "ids_per_batch",
-            "num_instances", "optimizer", "lr", "weight_decay", "scheduler", "milestones", "flip_test")
+    keys = (
+        "backbone",
+        "pretrained",
+        "height",
+        "width",
+        "reduction_dim",
+        "reduction_relu",
+        "epochs",
+        "ids_per_batch",
+        "num_instances",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "scheduler",
+        "milestones",
+        "flip_test",
+    )
     return {**{k: cfg[k] for k in keys}, **extra}
 
 
@@ -390,23 +537,43 @@ def run_params(**extra):
 ensemblenet_runs = {}
 for num_branches in cfg["branches"]:
     seed_everything(seed)
-    model = EnsembleNet(num_classes, num_branches=num_branches, backbone=cfg["backbone"],
-                        reduction_dim=cfg["reduction_dim"], pretrained=cfg["pretrained"],
-                        reduction_relu=cfg["reduction_relu"])
+    model = EnsembleNet(
+        num_classes,
+        num_branches=num_branches,
+        backbone=cfg["backbone"],
+        reduction_dim=cfg["reduction_dim"],
+        pretrained=cfg["pretrained"],
+        reduction_relu=cfg["reduction_relu"],
+    )
     run_name = f"{profile}_{dataset_name}_ensemblenet_b{num_branches}"
     model, history, seconds = train(model, ensemblenet_criterion, run_name, seed)
     result = evaluate(model)
     local = local_metrics(result)
     groups = ensemblenet_parameter_groups(model)
-    ensemblenet_runs[num_branches] = dict(model=model, history=history, seconds=seconds, result=result,
-                                          local=local, params=groups)
-    write_result(results_dir, NOTEBOOK, run_name, method=f"EnsembleNet ({num_branches} branch{'es' if num_branches > 1 else ''})",
-                 dataset=dataset_name, profile=profile, **result.metrics, train_seconds=seconds, device=str(dev),
-                 params=run_params(num_branches=num_branches, num_parameters=groups["total"],
-                                   test_time_parameters=groups["test-time"], feat_dim=model.feat_dim),
-                 **local_extras(local))
-    print(f"B={num_branches}: {result}  | local-part ids R1 {local['rank1']:.1f} mAP {local['mAP']:.1f} "
-          f"| {seconds:.0f} s")
+    ensemblenet_runs[num_branches] = dict(
+        model=model, history=history, seconds=seconds, result=result, local=local, params=groups
+    )
+    write_result(
+        results_dir,
+        NOTEBOOK,
+        run_name,
+        method=f"EnsembleNet ({num_branches} branch{'es' if num_branches > 1 else ''})",
+        dataset=dataset_name,
+        profile=profile,
+        **result.metrics,
+        train_seconds=seconds,
+        device=str(dev),
+        params=run_params(
+            num_branches=num_branches,
+            num_parameters=groups["total"],
+            test_time_parameters=groups["test-time"],
+            feat_dim=model.feat_dim,
+        ),
+        **local_extras(local),
+    )
+    print(
+        f"B={num_branches}: {result}  | local-part ids R1 {local['rank1']:.1f} mAP {local['mAP']:.1f} | {seconds:.0f} s"
+    )
 
 # %% [markdown]
 # ### The classic ensemble: K separately trained single-branch networks
@@ -423,19 +590,39 @@ single_runs = [ensemblenet_runs[1]] if 1 in ensemblenet_runs else []
 for k in range(len(single_runs), cfg["ensemble_size"]):
     member_seed = seed + k
     seed_everything(member_seed)
-    model = EnsembleNet(num_classes, num_branches=1, backbone=cfg["backbone"], reduction_dim=cfg["reduction_dim"],
-                        pretrained=cfg["pretrained"], reduction_relu=cfg["reduction_relu"])
+    model = EnsembleNet(
+        num_classes,
+        num_branches=1,
+        backbone=cfg["backbone"],
+        reduction_dim=cfg["reduction_dim"],
+        pretrained=cfg["pretrained"],
+        reduction_relu=cfg["reduction_relu"],
+    )
     run_name = f"{profile}_{dataset_name}_single_branch_seed{member_seed}"
     model, history, seconds = train(model, ensemblenet_criterion, run_name, member_seed)
     result = evaluate(model)
     local = local_metrics(result)
     groups = ensemblenet_parameter_groups(model)
     single_runs.append(dict(model=model, history=history, seconds=seconds, result=result, local=local, params=groups))
-    write_result(results_dir, NOTEBOOK, run_name, method="single-branch network (ensemble member)",
-                 dataset=dataset_name, profile=profile, **result.metrics, train_seconds=seconds, device=str(dev),
-                 params=run_params(seed=member_seed, num_branches=1, num_parameters=groups["total"],
-                                   test_time_parameters=groups["test-time"], feat_dim=model.feat_dim),
-                 **local_extras(local))
+    write_result(
+        results_dir,
+        NOTEBOOK,
+        run_name,
+        method="single-branch network (ensemble member)",
+        dataset=dataset_name,
+        profile=profile,
+        **result.metrics,
+        train_seconds=seconds,
+        device=str(dev),
+        params=run_params(
+            seed=member_seed,
+            num_branches=1,
+            num_parameters=groups["total"],
+            test_time_parameters=groups["test-time"],
+            feat_dim=model.feat_dim,
+        ),
+        **local_extras(local),
+    )
     print(f"member {k} (seed {member_seed}): {result}  | local-part ids R1 {local['rank1']:.1f} | {seconds:.0f} s")
 
 ensemble_runs = {}
@@ -443,23 +630,41 @@ for k in range(1, len(single_runs) + 1):
     members = single_runs[:k]
     query = concat_features([m["result"].query for m in members])
     gallery = concat_features([m["result"].gallery for m in members])
-    result = evaluate_distance(compute_distance_matrix(query.features, gallery.features, metric="euclidean"),
-                               query, gallery)
+    result = evaluate_distance(
+        compute_distance_matrix(query.features, gallery.features, metric="euclidean"), query, gallery
+    )
     local = local_metrics(result)
-    ensemble_runs[k] = dict(result=result, local=local, seconds=sum(m["seconds"] for m in members),
-                            params={key: sum(m["params"][key] for m in members) for key in ("total", "test-time")})
+    ensemble_runs[k] = dict(
+        result=result,
+        local=local,
+        seconds=sum(m["seconds"] for m in members),
+        params={key: sum(m["params"][key] for m in members) for key in ("total", "test-time")},
+    )
     if k > 1:
-        write_result(results_dir, NOTEBOOK, f"{profile}_{dataset_name}_ensemble_k{k}",
-                     method=f"ensemble of {k} separately trained single-branch networks", dataset=dataset_name,
-                     profile=profile, **result.metrics, train_seconds=ensemble_runs[k]["seconds"], device=str(dev),
-                     params=run_params(ensemble_size=k, num_parameters=ensemble_runs[k]["params"]["total"],
-                                       test_time_parameters=ensemble_runs[k]["params"]["test-time"],
-                                       feat_dim=int(query.features.shape[1])),
-                     **local_extras(local))
+        write_result(
+            results_dir,
+            NOTEBOOK,
+            f"{profile}_{dataset_name}_ensemble_k{k}",
+            method=f"ensemble of {k} separately trained single-branch networks",
+            dataset=dataset_name,
+            profile=profile,
+            **result.metrics,
+            train_seconds=ensemble_runs[k]["seconds"],
+            device=str(dev),
+            params=run_params(
+                ensemble_size=k,
+                num_parameters=ensemble_runs[k]["params"]["total"],
+                test_time_parameters=ensemble_runs[k]["params"]["test-time"],
+                feat_dim=int(query.features.shape[1]),
+            ),
+            **local_extras(local),
+        )
 if len(single_runs) > 1:
     as_one_model = ConcatEnsemble([m["model"] for m in single_runs])  # the ensemble as one deployable model
-    print(f"the {len(single_runs)}-member ensemble as one model: {count_parameters(as_one_model) / 1e6:.2f} M "
-          f"parameters ({count_parameters(as_one_model, exclude=('classifier',)) / 1e6:.2f} M at test time)")
+    print(
+        f"the {len(single_runs)}-member ensemble as one model: {count_parameters(as_one_model) / 1e6:.2f} M "
+        f"parameters ({count_parameters(as_one_model, exclude=('classifier',)) / 1e6:.2f} M at test time)"
+    )
 
 # %% [markdown]
 # ### A reference: the BNNeck baseline
@@ -478,14 +683,31 @@ if cfg["bnneck_reference"]:
     model, history, seconds = train(model, bnneck_criterion, run_name, seed)
     result = evaluate(model)
     local = local_metrics(result)
-    bnneck_run = dict(model=model, history=history, seconds=seconds, result=result, local=local,
-                      params={"total": count_parameters(model),
-                              "test-time": count_parameters(model, exclude=("classifier",))})
-    write_result(results_dir, NOTEBOOK, run_name, method="BNNeck baseline (global feature, softmax)",
-                 dataset=dataset_name, profile=profile, **result.metrics, train_seconds=seconds, device=str(dev),
-                 params=run_params(num_parameters=bnneck_run["params"]["total"],
-                                   test_time_parameters=bnneck_run["params"]["test-time"], feat_dim=model.feat_dim),
-                 **local_extras(local))
+    bnneck_run = dict(
+        model=model,
+        history=history,
+        seconds=seconds,
+        result=result,
+        local=local,
+        params={"total": count_parameters(model), "test-time": count_parameters(model, exclude=("classifier",))},
+    )
+    write_result(
+        results_dir,
+        NOTEBOOK,
+        run_name,
+        method="BNNeck baseline (global feature, softmax)",
+        dataset=dataset_name,
+        profile=profile,
+        **result.metrics,
+        train_seconds=seconds,
+        device=str(dev),
+        params=run_params(
+            num_parameters=bnneck_run["params"]["total"],
+            test_time_parameters=bnneck_run["params"]["test-time"],
+            feat_dim=model.feat_dim,
+        ),
+        **local_extras(local),
+    )
     print(f"BNNeck baseline: {result}  | local-part ids R1 {local['rank1']:.1f} | {seconds:.0f} s")
 else:
     print("bnneck_reference is off in this profile")
@@ -497,23 +719,36 @@ else:
 # look-alike in a local part alone; they are where a single global feature should struggle.
 # Train seconds are wall-clock on this run's device (on a shared CPU they are noisy).
 
+
 # %%
 def metrics_row(name, run, params, test_params):
     m, local = run["result"].metrics, run["local"]
-    return (f"| {name} | {m['rank1']:.1f} | {m['mAP']:.1f} | {local['rank1']:.1f} | {local['mAP']:.1f} | "
-            f"{int(run['result'].query.features.shape[1])} | {test_params / 1e6:.2f} | {params / 1e6:.2f} | "
-            f"{run['seconds']:.0f} |")
+    return (
+        f"| {name} | {m['rank1']:.1f} | {m['mAP']:.1f} | {local['rank1']:.1f} | {local['mAP']:.1f} | "
+        f"{int(run['result'].query.features.shape[1])} | {test_params / 1e6:.2f} | {params / 1e6:.2f} | "
+        f"{run['seconds']:.0f} |"
+    )
 
 
-header = ("| model | R1 | mAP | R1 (local) | mAP (local) | feature dim | test-time params (M) | params (M) "
-          "| train s |\n|---|---|---|---|---|---|---|---|---|")
-rows = [metrics_row(f"EnsembleNet, B={b}", run, run["params"]["total"], run["params"]["test-time"])
-        for b, run in ensemblenet_runs.items()]
-rows += [metrics_row(f"ensemble of {k} single-branch networks", run, run["params"]["total"], run["params"]["test-time"])
-         for k, run in ensemble_runs.items() if k > 1]
+header = (
+    "| model | R1 | mAP | R1 (local) | mAP (local) | feature dim | test-time params (M) | params (M) "
+    "| train s |\n|---|---|---|---|---|---|---|---|---|"
+)
+rows = [
+    metrics_row(f"EnsembleNet, B={b}", run, run["params"]["total"], run["params"]["test-time"])
+    for b, run in ensemblenet_runs.items()
+]
+rows += [
+    metrics_row(f"ensemble of {k} single-branch networks", run, run["params"]["total"], run["params"]["test-time"])
+    for k, run in ensemble_runs.items()
+    if k > 1
+]
 if bnneck_run is not None:
-    rows.append(metrics_row("BNNeck baseline (reference)", bnneck_run, bnneck_run["params"]["total"],
-                            bnneck_run["params"]["test-time"]))
+    rows.append(
+        metrics_row(
+            "BNNeck baseline (reference)", bnneck_run, bnneck_run["params"]["total"], bnneck_run["params"]["test-time"]
+        )
+    )
 display(Markdown(header + "\n" + "\n".join(rows)))
 
 # %% [markdown]
@@ -533,10 +768,20 @@ fig = plot_branch_curve(branch_counts, curves)
 ax = fig.axes[0]
 if ensemble_runs:
     ks = list(ensemble_runs)
-    ax.plot(ks, [ensemble_runs[k]["result"].metrics["rank1"] for k in ks], "s--", color="0.35",
-            label="K separate networks R1 (x = K)")
-    ax.plot(ks, [ensemble_runs[k]["result"].metrics["mAP"] for k in ks], "^--", color="0.6",
-            label="K separate networks mAP (x = K)")
+    ax.plot(
+        ks,
+        [ensemble_runs[k]["result"].metrics["rank1"] for k in ks],
+        "s--",
+        color="0.35",
+        label="K separate networks R1 (x = K)",
+    )
+    ax.plot(
+        ks,
+        [ensemble_runs[k]["result"].metrics["mAP"] for k in ks],
+        "^--",
+        color="0.6",
+        label="K separate networks mAP (x = K)",
+    )
     ax.set_xticks(sorted(set(branch_counts) | set(ks)))
     ax.set_xlabel("branches B (EnsembleNet) or members K (separate networks)")
     ax.legend(fontsize=7)
@@ -547,6 +792,7 @@ plt.show()
 # only by their random seed, so the spread of their accuracies is a yardstick for how large a
 # difference must be before it means something at this training budget.
 
+
 # %%
 def delta(a, b, key):
     return a["result"].metrics[key] - b["result"].metrics[key]
@@ -555,29 +801,38 @@ def delta(a, b, key):
 lines = []
 if len(single_runs) > 1:
     r1s = [m["result"].metrics["rank1"] for m in single_runs]
-    lines.append(f"- seed noise: the {len(single_runs)} single-branch networks reach R1 {min(r1s):.1f} to "
-                 f"{max(r1s):.1f} (spread {max(r1s) - min(r1s):.1f} points).")
+    lines.append(
+        f"- seed noise: the {len(single_runs)} single-branch networks reach R1 {min(r1s):.1f} to "
+        f"{max(r1s):.1f} (spread {max(r1s) - min(r1s):.1f} points)."
+    )
 if len(ensemblenet_runs) > 1:
     lo, hi = min(ensemblenet_runs), max(ensemblenet_runs)
     a, b = ensemblenet_runs[hi], ensemblenet_runs[lo]
-    lines.append(f"- EnsembleNet B={hi} vs B={lo}: R1 {delta(a, b, 'rank1'):+.1f}, mAP {delta(a, b, 'mAP'):+.1f}, "
-                 f"R1 on local-part ids {a['local']['rank1'] - b['local']['rank1']:+.1f} points.")
+    lines.append(
+        f"- EnsembleNet B={hi} vs B={lo}: R1 {delta(a, b, 'rank1'):+.1f}, mAP {delta(a, b, 'mAP'):+.1f}, "
+        f"R1 on local-part ids {a['local']['rank1'] - b['local']['rank1']:+.1f} points."
+    )
 common = sorted(set(ensemble_runs) & set(ensemblenet_runs) - {1})
 for k in common:
     e, n = ensemble_runs[k], ensemblenet_runs[k]
-    lines.append(f"- {k} separate networks vs EnsembleNet B={k}: R1 {delta(e, n, 'rank1'):+.1f}, "
-                 f"mAP {delta(e, n, 'mAP'):+.1f} points; {e['params']['total'] / n['params']['total']:.2f}x the "
-                 f"parameters, {e['seconds'] / max(n['seconds'], 1e-9):.2f}x the training time.")
+    lines.append(
+        f"- {k} separate networks vs EnsembleNet B={k}: R1 {delta(e, n, 'rank1'):+.1f}, "
+        f"mAP {delta(e, n, 'mAP'):+.1f} points; {e['params']['total'] / n['params']['total']:.2f}x the "
+        f"parameters, {e['seconds'] / max(n['seconds'], 1e-9):.2f}x the training time."
+    )
 display(Markdown("\n".join(lines) if lines else "(one model only: nothing to compare)"))
 
 # %% [markdown]
 # Training curves. The loss is shown *per part* (the summed loss divided by the number of
 # parts), so models with different numbers of parts can be compared.
 
+
 # %%
 def per_part_history(history, num_parts):
-    return [{"epoch": h["epoch"], "loss per part": h["id"] / num_parts, "images_per_second": h["images_per_second"]}
-            for h in history]
+    return [
+        {"epoch": h["epoch"], "loss per part": h["id"] / num_parts, "images_per_second": h["images_per_second"]}
+        for h in history
+    ]
 
 
 histories = {f"B={b}": per_part_history(run["history"], b * (b + 1) // 2) for b, run in ensemblenet_runs.items()}
@@ -658,9 +913,11 @@ plt.show()
 # %%
 display(Markdown(paper_results_markdown(paper_results_for("ensemblenet"))))
 ours_md = ["| method | test set | R1 | mAP | recipe |", "|---|---|---|---|---|"]
-ours_md += [f"| ours: EnsembleNet B={b} ({profile}) | {dataset_name} | {run['result'].metrics['rank1']:.1f} | "
-            f"{run['result'].metrics['mAP']:.1f} | {cfg['backbone']}, {cfg['epochs']} epochs |"
-            for b, run in ensemblenet_runs.items()]
+ours_md += [
+    f"| ours: EnsembleNet B={b} ({profile}) | {dataset_name} | {run['result'].metrics['rank1']:.1f} | "
+    f"{run['result'].metrics['mAP']:.1f} | {cfg['backbone']}, {cfg['epochs']} epochs |"
+    for b, run in ensemblenet_runs.items()
+]
 display(Markdown("\n".join(ours_md)))
 
 # %% [markdown]

@@ -93,30 +93,111 @@ results_dir = resolve_path(results_dir, "results", "results_dir")
 
 PROFILES = {
     "smoke": dict(
-        preset="smoke", cross_preset="smoke_b", backbone="resnet18", pretrained=False, height=64, width=32,
-        neck_dim=32, batch_size=8, num_instances=2, samplers=["pk", "gs"], loss="pairwise", margin=16.0,
-        optimizer="adam", lr=1e-3, backbone_lr_mult=1.0, weight_decay=5e-4, nesterov=False,
-        pk_warmup_epochs=1, epochs=2, branch_lr=1e-3, max_iters_per_epoch=2, adaptive_step=False,
-        grad_clip=None, amp=False, freeze_backbone_bn=False, pad=4, random_erasing_p=0.0, color_jitter=False,
-        eval_every=1, flip_test=False, target_rank1=None, graph_chunk=256, timing_classes=[4, 8],
+        preset="smoke",
+        cross_preset="smoke_b",
+        backbone="resnet18",
+        pretrained=False,
+        height=64,
+        width=32,
+        neck_dim=32,
+        batch_size=8,
+        num_instances=2,
+        samplers=["pk", "gs"],
+        loss="pairwise",
+        margin=16.0,
+        optimizer="adam",
+        lr=1e-3,
+        backbone_lr_mult=1.0,
+        weight_decay=5e-4,
+        nesterov=False,
+        pk_warmup_epochs=1,
+        epochs=2,
+        branch_lr=1e-3,
+        max_iters_per_epoch=2,
+        adaptive_step=False,
+        grad_clip=None,
+        amp=False,
+        freeze_backbone_bn=False,
+        pad=4,
+        random_erasing_p=0.0,
+        color_jitter=False,
+        eval_every=1,
+        flip_test=False,
+        target_rank1=None,
+        graph_chunk=256,
+        timing_classes=[4, 8],
         hardness_batches=2,
     ),
     "synth": dict(
-        preset="synth_gs", cross_preset="synth_b", backbone="resnet18", pretrained=False, height=64, width=32,
-        neck_dim=128, batch_size=64, num_instances=4, samplers=["pk", "gs"], loss="pairwise", margin=16.0,
-        optimizer="adam", lr=1e-3, backbone_lr_mult=1.0, weight_decay=5e-4, nesterov=False,
-        pk_warmup_epochs=6, epochs=4, branch_lr=3e-4, max_iters_per_epoch=60, adaptive_step=False,
-        grad_clip=None, amp=False, freeze_backbone_bn=False, pad=4, random_erasing_p=0.0, color_jitter=False,
-        eval_every=1, flip_test=False, target_rank1=None, graph_chunk=256, timing_classes=[250, 500, 1000, 2000],
+        preset="synth_gs",
+        cross_preset="synth_b",
+        backbone="resnet18",
+        pretrained=False,
+        height=64,
+        width=32,
+        neck_dim=128,
+        batch_size=64,
+        num_instances=4,
+        samplers=["pk", "gs"],
+        loss="pairwise",
+        margin=16.0,
+        optimizer="adam",
+        lr=1e-3,
+        backbone_lr_mult=1.0,
+        weight_decay=5e-4,
+        nesterov=False,
+        pk_warmup_epochs=6,
+        epochs=4,
+        branch_lr=3e-4,
+        max_iters_per_epoch=60,
+        adaptive_step=False,
+        grad_clip=None,
+        amp=False,
+        freeze_backbone_bn=False,
+        pad=4,
+        random_erasing_p=0.0,
+        color_jitter=False,
+        eval_every=1,
+        flip_test=False,
+        target_rank1=None,
+        graph_chunk=256,
+        timing_classes=[250, 500, 1000, 2000],
         hardness_batches=8,
     ),
     "paper": dict(
-        preset=None, cross_preset=None, backbone="resnet50", pretrained=True, height=384, width=128,
-        neck_dim=128, batch_size=64, num_instances=2, samplers=["gs"], loss="triplet", margin=16.0,
-        optimizer="sgd", lr=0.005, backbone_lr_mult=0.1, weight_decay=5e-4, nesterov=True,
-        pk_warmup_epochs=0, epochs=60, branch_lr=0.005, max_iters_per_epoch=None, adaptive_step=True,
-        grad_clip=8.0, amp=True, freeze_backbone_bn=True, pad=10, random_erasing_p=0.5, color_jitter=True,
-        eval_every=None, flip_test=False, target_rank1=None, graph_chunk=None, timing_classes=[125, 250, 500, 750],
+        preset=None,
+        cross_preset=None,
+        backbone="resnet50",
+        pretrained=True,
+        height=384,
+        width=128,
+        neck_dim=128,
+        batch_size=64,
+        num_instances=2,
+        samplers=["gs"],
+        loss="triplet",
+        margin=16.0,
+        optimizer="sgd",
+        lr=0.005,
+        backbone_lr_mult=0.1,
+        weight_decay=5e-4,
+        nesterov=True,
+        pk_warmup_epochs=0,
+        epochs=60,
+        branch_lr=0.005,
+        max_iters_per_epoch=None,
+        adaptive_step=True,
+        grad_clip=8.0,
+        amp=True,
+        freeze_backbone_bn=True,
+        pad=10,
+        random_erasing_p=0.5,
+        color_jitter=True,
+        eval_every=None,
+        flip_test=False,
+        target_rank1=None,
+        graph_chunk=None,
+        timing_classes=[125, 250, 500, 750],
         hardness_batches=8,
     ),
 }
@@ -133,23 +214,38 @@ import copy
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from IPython.display import Markdown, display
 from scipy.special import comb
 
 from reid_core.book import checkpoint_dir, paper_results_for, paper_results_markdown, resolve_device, write_result
 from reid_core.chapters.graph_sampling import (
-    batch_hardness, epoch_seconds, evaluate_qaconv, family_index, fit_graph_cost, LearningCurve,
-    measure_graph_seconds, plot_batch_log, plot_epoch_time, plot_learning_curves, plot_pk_vs_gs_batches,
-    qaconv_param_groups, time_to_reach,
+    LearningCurve,
+    batch_hardness,
+    epoch_seconds,
+    evaluate_qaconv,
+    family_index,
+    fit_graph_cost,
+    measure_graph_seconds,
+    plot_batch_log,
+    plot_epoch_time,
+    plot_learning_curves,
+    plot_pk_vs_gs_batches,
+    qaconv_param_groups,
+    time_to_reach,
 )
-from reid_core.data import build_dataset, build_transforms, prepare_synthreid, SynthReID, SynthReIDInfo
+from reid_core.data import SynthReID, SynthReIDInfo, build_dataset, build_transforms, prepare_synthreid
 from reid_core.engine import (
-    AdaptiveLossStep, build_test_loader, build_train_loader, FreezeBackboneBN, seed_everything, TrainConfig, Trainer,
+    AdaptiveLossStep,
+    FreezeBackboneBN,
+    TrainConfig,
+    Trainer,
+    build_test_loader,
+    build_train_loader,
+    seed_everything,
 )
 from reid_core.losses import QAConvCriterion
 from reid_core.models import QAConvNet
-from reid_core.samplers import GraphSampler, GraphSamplingCallback, preloaded_image_lookup, RandomIdentitySampler
+from reid_core.samplers import GraphSampler, GraphSamplingCallback, RandomIdentitySampler, preloaded_image_lookup
 
 dev = resolve_device(device)
 seed_everything(seed)
@@ -173,10 +269,14 @@ print("device:", dev)
 if profile == "paper":
     data = build_dataset(dataset, data_root, verbose=False)
     dataset_name = dataset
-    names = ([n for n in ("market1501", "msmt17", "cuhk03") if n != dataset] if test_datasets is None
-             else list(test_datasets))
-    cross = {n: build_dataset(n, data_root, verbose=False, **({"split": "detected"} if n == "cuhk03" else {}))
-             for n in names}
+    names = (
+        [n for n in ("market1501", "msmt17", "cuhk03") if n != dataset]
+        if test_datasets is None
+        else list(test_datasets)
+    )
+    cross = {
+        n: build_dataset(n, data_root, verbose=False, **({"split": "detected"} if n == "cuhk03" else {})) for n in names
+    }
     family_of = None
 else:
     root = prepare_synthreid(data_root, cfg["preset"])
@@ -190,8 +290,10 @@ else:
 # NBVAL_CHECK_OUTPUT
 data.print_statistics()
 for name, other in cross.items():
-    print(f"cross-domain test set {name}: {len({p for _, p, _ in other.query})} query identities, "
-          f"{len(other.query)} queries, {len(other.gallery)} gallery images")
+    print(
+        f"cross-domain test set {name}: {len({p for _, p, _ in other.query})} query identities, "
+        f"{len(other.query)} queries, {len(other.gallery)} gallery images"
+    )
 
 # %% [markdown]
 # ## 2. Why random batches are easy
@@ -273,15 +375,23 @@ test_transform = build_transforms(height, width, is_train=False)
 preload = profile != "paper"
 query_loader = build_test_loader(data.query, height, width, preload=preload)
 gallery_loader = build_test_loader(data.gallery, height, width, preload=preload)
-cross_loaders = {name: (build_test_loader(d.query, height, width, preload=preload),
-                        build_test_loader(d.gallery, height, width, preload=preload)) for name, d in cross.items()}
+cross_loaders = {
+    name: (
+        build_test_loader(d.query, height, width, preload=preload),
+        build_test_loader(d.gallery, height, width, preload=preload),
+    )
+    for name, d in cross.items()
+}
 train_pid_list = [pid for _, pid, _ in data.train]
 
-model_probe = QAConvNet(backbone=cfg["backbone"], pretrained=False, neck_dim=cfg["neck_dim"], height=height,
-                        width=width)
-print(f"feature map {cfg['neck_dim']} x {model_probe.map_height} x {model_probe.map_width} per image; "
-      f"{sum(p.numel() for p in model_probe.parameters()) / 1e6:.2f} M parameters in the network, "
-      f"{sum(p.numel() for p in model_probe.make_matcher().parameters())} in the QAConv head")
+model_probe = QAConvNet(
+    backbone=cfg["backbone"], pretrained=False, neck_dim=cfg["neck_dim"], height=height, width=width
+)
+print(
+    f"feature map {cfg['neck_dim']} x {model_probe.map_height} x {model_probe.map_width} per image; "
+    f"{sum(p.numel() for p in model_probe.parameters()) / 1e6:.2f} M parameters in the network, "
+    f"{sum(p.numel() for p in model_probe.make_matcher().parameters())} in the QAConv head"
+)
 del model_probe
 
 # %% [markdown]
@@ -302,31 +412,65 @@ del model_probe
 # to 3e-4 when the runs part, which suited GS better than keeping 1e-3 (section 6).
 
 # %%
-net_kwargs = dict(backbone=cfg["backbone"], pretrained=cfg["pretrained"], neck_dim=cfg["neck_dim"], height=height,
-                  width=width)
-optim_kwargs = dict(optimizer=cfg["optimizer"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                    nesterov=cfg["nesterov"], scheduler="constant", warmup_epochs=0, amp=cfg["amp"],
-                    grad_clip=cfg["grad_clip"],
-                    max_iters_per_epoch=cfg["max_iters_per_epoch"], seed=seed, progress=profile != "smoke")
+net_kwargs = dict(
+    backbone=cfg["backbone"], pretrained=cfg["pretrained"], neck_dim=cfg["neck_dim"], height=height, width=width
+)
+optim_kwargs = dict(
+    optimizer=cfg["optimizer"],
+    lr=cfg["lr"],
+    weight_decay=cfg["weight_decay"],
+    nesterov=cfg["nesterov"],
+    scheduler="constant",
+    warmup_epochs=0,
+    amp=cfg["amp"],
+    grad_clip=cfg["grad_clip"],
+    max_iters_per_epoch=cfg["max_iters_per_epoch"],
+    seed=seed,
+    progress=profile != "smoke",
+)
 checkpoints = checkpoint_dir(results_dir, NOTEBOOK, dataset, profile)
 seed_everything(seed)
 model = QAConvNet(**net_kwargs)
 matcher = model.make_matcher()
-warm = LearningCurve(every=max(cfg["pk_warmup_epochs"] // 2, 1),
-                     evaluate=(lambda m: evaluate_qaconv(m, matcher, query_loader, gallery_loader, device=dev,
-                                                         flip=cfg["flip_test"], chunk=cfg["graph_chunk"]))
-                     if cfg["pk_warmup_epochs"] > 0 else None)
+warm = LearningCurve(
+    every=max(cfg["pk_warmup_epochs"] // 2, 1),
+    evaluate=(
+        lambda m: evaluate_qaconv(
+            m, matcher, query_loader, gallery_loader, device=dev, flip=cfg["flip_test"], chunk=cfg["graph_chunk"]
+        )
+    )
+    if cfg["pk_warmup_epochs"] > 0
+    else None,
+)
 if cfg["pk_warmup_epochs"] > 0:
     warm_sampler = RandomIdentitySampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed)
-    warm_loader = build_train_loader(data.train, height, width, cfg["batch_size"], cfg["num_instances"],
-                                     sampler=warm_sampler, preload=preload, seed=seed, **train_kwargs)
-    warm_cfg = TrainConfig(epochs=cfg["pk_warmup_epochs"], **optim_kwargs,
-                           checkpoint_dir=checkpoints and f"{checkpoints}_warmup")
-    Trainer(model, QAConvCriterion(matcher, loss=cfg["loss"], margin=cfg["margin"]), warm_loader, warm_cfg,
-            device=dev, callbacks=[warm],
-            param_groups=qaconv_param_groups(model, matcher, cfg["backbone_lr_mult"])).fit()
-    print(f"shared PK warm-up: {warm.iterations} iterations, {warm.images} images, {warm.train_seconds:.0f} s; "
-          f"rank-1 {warm.points[-1].rank1:.1f}%, mAP {warm.points[-1].mAP:.1f}%")
+    warm_loader = build_train_loader(
+        data.train,
+        height,
+        width,
+        cfg["batch_size"],
+        cfg["num_instances"],
+        sampler=warm_sampler,
+        preload=preload,
+        seed=seed,
+        **train_kwargs,
+    )
+    warm_cfg = TrainConfig(
+        epochs=cfg["pk_warmup_epochs"], **optim_kwargs, checkpoint_dir=checkpoints and f"{checkpoints}_warmup"
+    )
+    Trainer(
+        model,
+        QAConvCriterion(matcher, loss=cfg["loss"], margin=cfg["margin"]),
+        warm_loader,
+        warm_cfg,
+        device=dev,
+        callbacks=[warm],
+        param_groups=qaconv_param_groups(model, matcher, cfg["backbone_lr_mult"]),
+    ).fit()
+    print(
+        f"shared PK warm-up: {warm.iterations} iterations, {warm.images} images, {warm.train_seconds:.0f} s; "
+        f"rank-1 {warm.points[-1].rank1:.1f}%, mAP {warm.points[-1].mAP:.1f}%"
+    )
 warm_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(matcher.state_dict()))
 
 # %%
@@ -337,39 +481,75 @@ for kind in cfg["samplers"]:
     matcher = model.make_matcher()
     model.load_state_dict(warm_state[0])
     matcher.load_state_dict(warm_state[1])
-    sampler = (GraphSampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed) if kind == "gs"
-               else RandomIdentitySampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed))
-    loader = build_train_loader(data.train, height, width, cfg["batch_size"], cfg["num_instances"], sampler=sampler,
-                                preload=preload, seed=seed, **train_kwargs)
+    sampler = (
+        GraphSampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed)
+        if kind == "gs"
+        else RandomIdentitySampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed)
+    )
+    loader = build_train_loader(
+        data.train,
+        height,
+        width,
+        cfg["batch_size"],
+        cfg["num_instances"],
+        sampler=sampler,
+        preload=preload,
+        seed=seed,
+        **train_kwargs,
+    )
     criterion = QAConvCriterion(matcher, loss=cfg["loss"], margin=cfg["margin"])
-    curve = warm.continued(every=cfg["eval_every"] or 1,  # eval_every None: time only (section 6 evaluates)
-                           evaluate=(lambda m, mt=matcher: evaluate_qaconv(m, mt, query_loader, gallery_loader,
-                                                                           device=dev, flip=cfg["flip_test"],
-                                                                           chunk=cfg["graph_chunk"]))
-                           if cfg["eval_every"] else None)
+    curve = warm.continued(
+        every=cfg["eval_every"] or 1,  # eval_every None: time only (section 6 evaluates)
+        evaluate=(
+            lambda m, mt=matcher: evaluate_qaconv(
+                m, mt, query_loader, gallery_loader, device=dev, flip=cfg["flip_test"], chunk=cfg["graph_chunk"]
+            )
+        )
+        if cfg["eval_every"]
+        else None,
+    )
     # AdaptiveLossStep first: it may stop training at an epoch's end, and the curve then evaluates;
     # the curve's clock starts before the graph rebuild (the adaptive step has no epoch-start hook)
     callbacks: list = [AdaptiveLossStep(max_epochs=cfg["epochs"])] if cfg["adaptive_step"] else []
     callbacks.append(curve)
     graph = None
     if kind == "gs":
-        graph = GraphSamplingCallback(sampler, data.train, test_transform, matcher, chunk_size=cfg["graph_chunk"],
-                                      image_loader=preloaded_image_lookup(loader.dataset) if preload else None,
-                                      seed=seed)
+        graph = GraphSamplingCallback(
+            sampler,
+            data.train,
+            test_transform,
+            matcher,
+            chunk_size=cfg["graph_chunk"],
+            image_loader=preloaded_image_lookup(loader.dataset) if preload else None,
+            seed=seed,
+        )
         callbacks.append(graph)
     if cfg["freeze_backbone_bn"]:
         callbacks.append(FreezeBackboneBN())
-    run_cfg = TrainConfig(epochs=cfg["epochs"], **{**optim_kwargs, "lr": cfg["branch_lr"]},
-                          checkpoint_dir=checkpoints and f"{checkpoints}_{kind}")
-    trainer = Trainer(model, criterion, loader, run_cfg, device=dev, callbacks=callbacks,
-                      param_groups=qaconv_param_groups(model, matcher, cfg["backbone_lr_mult"]))
+    run_cfg = TrainConfig(
+        epochs=cfg["epochs"],
+        **{**optim_kwargs, "lr": cfg["branch_lr"]},
+        checkpoint_dir=checkpoints and f"{checkpoints}_{kind}",
+    )
+    trainer = Trainer(
+        model,
+        criterion,
+        loader,
+        run_cfg,
+        device=dev,
+        callbacks=callbacks,
+        param_groups=qaconv_param_groups(model, matcher, cfg["backbone_lr_mult"]),
+    )
     history = trainer.fit()
-    runs[kind] = dict(model=model, matcher=matcher, criterion=criterion, curve=curve, graph=graph, loader=loader,
-                      history=history)
+    runs[kind] = dict(
+        model=model, matcher=matcher, criterion=criterion, curve=curve, graph=graph, loader=loader, history=history
+    )
     last = curve.points[-1] if curve.points else None
-    print(f"{kind.upper()}: {curve.iterations} iterations, {curve.images} images in {curve.train_seconds:.0f} s"
-          + (f" (graph builds {sum(graph.seconds):.0f} s)" if graph else "")
-          + (f"; rank-1 {last.rank1:.1f}%, mAP {last.mAP:.1f}%" if last else ""))
+    print(
+        f"{kind.upper()}: {curve.iterations} iterations, {curve.images} images in {curve.train_seconds:.0f} s"
+        + (f" (graph builds {sum(graph.seconds):.0f} s)" if graph else "")
+        + (f"; rank-1 {last.rank1:.1f}%, mAP {last.mAP:.1f}%" if last else "")
+    )
 
 # %% [markdown]
 # **Learning curves.** Rank-1 on the test identities after each short epoch, against the
@@ -382,10 +562,13 @@ for kind in cfg["samplers"]:
 target = cfg["target_rank1"]
 if profile != "paper":
     # default target: the best rank-1 that every run reaches after the warm-up
-    best_after_warmup = {k: max(p.rank1 for p in r["curve"].points[len(warm.points):]) for k, r in runs.items()}
+    best_after_warmup = {k: max(p.rank1 for p in r["curve"].points[len(warm.points) :]) for k, r in runs.items()}
     target = min(best_after_warmup.values()) if target is None else target
-    plot_learning_curves({k.upper(): r["curve"].points for k, r in runs.items()}, target=target,
-                         branch=warm.points[-1] if warm.points else None)
+    plot_learning_curves(
+        {k.upper(): r["curve"].points for k, r in runs.items()},
+        target=target,
+        branch=warm.points[-1] if warm.points else None,
+    )
     plt.show()
 
 # %% [markdown]
@@ -404,20 +587,37 @@ if profile != "paper" and "gs" in runs and "pk" in runs:
     probe_matcher.load_state_dict(warm_state[1])
     probe_sampler = GraphSampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed)
     probe_data = runs["gs"]["loader"].dataset
-    GraphSamplingCallback(probe_sampler, data.train, test_transform, probe_matcher, chunk_size=cfg["graph_chunk"],
-                          image_loader=preloaded_image_lookup(probe_data), seed=seed).rebuild(probe, dev)
+    GraphSamplingCallback(
+        probe_sampler,
+        data.train,
+        test_transform,
+        probe_matcher,
+        chunk_size=cfg["graph_chunk"],
+        image_loader=preloaded_image_lookup(probe_data),
+        seed=seed,
+    ).rebuild(probe, dev)
     n_b = cfg["hardness_batches"]
     gs_batches = probe_sampler.sample_epoch()[:n_b]  # (n_b, B)
     pk_batches = RandomIdentitySampler(train_pid_list, cfg["batch_size"], cfg["num_instances"], seed=seed)
     pk_batches = pk_batches.epoch_indices(0)[: n_b * cfg["batch_size"]].reshape(n_b, -1)  # (n_b, B)
-    hardness = {name: batch_hardness(probe, probe_matcher, probe_data, b, family_of=family_of, device=dev,
-                                     transform=test_transform)
-                for name, b in (("PK", pk_batches), ("GS", gs_batches))}
-    rows = [f"| {name} | {h['neg_dist']:.2f} | {h['hardest_neg_dist']:.2f} | {h['hardest_pos_dist']:.2f} | "
-            f"{100 * h['same_family']:.0f}% |" for name, h in hardness.items()]
-    display(Markdown("| batches | mean negative distance | mean hardest-negative distance | "
-                     "mean hardest-positive distance | identities with a look-alike in the batch |\n"
-                     "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)))
+    hardness = {
+        name: batch_hardness(
+            probe, probe_matcher, probe_data, b, family_of=family_of, device=dev, transform=test_transform
+        )
+        for name, b in (("PK", pk_batches), ("GS", gs_batches))
+    }
+    rows = [
+        f"| {name} | {h['neg_dist']:.2f} | {h['hardest_neg_dist']:.2f} | {h['hardest_pos_dist']:.2f} | "
+        f"{100 * h['same_family']:.0f}% |"
+        for name, h in hardness.items()
+    ]
+    display(
+        Markdown(
+            "| batches | mean negative distance | mean hardest-negative distance | "
+            "mean hardest-positive distance | identities with a look-alike in the batch |\n"
+            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+        )
+    )
 
 # %% [markdown]
 # The same contrast during training: for every batch the criterion logged the mean score of
@@ -450,33 +650,62 @@ if profile != "paper" and "gs" in runs and "pk" in runs:
 # %%
 results: dict[tuple[str, str], object] = {}
 for kind, r in runs.items():
-    results[(kind, dataset_name)] = evaluate_qaconv(r["model"], r["matcher"], query_loader, gallery_loader, device=dev,
-                                                    flip=cfg["flip_test"], chunk=cfg["graph_chunk"])
+    results[(kind, dataset_name)] = evaluate_qaconv(
+        r["model"],
+        r["matcher"],
+        query_loader,
+        gallery_loader,
+        device=dev,
+        flip=cfg["flip_test"],
+        chunk=cfg["graph_chunk"],
+    )
     for name, (q_loader, g_loader) in cross_loaders.items():
-        results[(kind, name)] = evaluate_qaconv(r["model"], r["matcher"], q_loader, g_loader, device=dev,
-                                                flip=cfg["flip_test"], chunk=cfg["graph_chunk"])
+        results[(kind, name)] = evaluate_qaconv(
+            r["model"], r["matcher"], q_loader, g_loader, device=dev, flip=cfg["flip_test"], chunk=cfg["graph_chunk"]
+        )
 for (kind, test_name), res in results.items():
     r = runs[kind]
     run_name = f"qaconv_{kind}" + ("" if test_name == dataset_name else "_to_" + test_name.split("/")[-1])
-    write_result(results_dir, NOTEBOOK, run_name, method=f"QAConv + {kind.upper()} sampler ({cfg['backbone']})",
-                 dataset=dataset_name, profile=profile, train_seconds=r["curve"].train_seconds, device=str(dev),
-                 params={**{k: v for k, v in cfg.items() if k not in ("preset", "cross_preset")}, "sampler": kind,
-                         "images_seen": r["curve"].images, "iterations": r["curve"].iterations},
-                 test_dataset=test_name, **res.metrics)
+    write_result(
+        results_dir,
+        NOTEBOOK,
+        run_name,
+        method=f"QAConv + {kind.upper()} sampler ({cfg['backbone']})",
+        dataset=dataset_name,
+        profile=profile,
+        train_seconds=r["curve"].train_seconds,
+        device=str(dev),
+        params={
+            **{k: v for k, v in cfg.items() if k not in ("preset", "cross_preset")},
+            "sampler": kind,
+            "images_seen": r["curve"].images,
+            "iterations": r["curve"].iterations,
+        },
+        test_dataset=test_name,
+        **res.metrics,
+    )
 
 rows = []
 for kind, r in runs.items():
     t_hit = time_to_reach(r["curve"].points, target) if target is not None else None
     i_hit = time_to_reach(r["curve"].points, target, key="images") if target is not None else None
-    cells = [kind.upper(), f"{r['curve'].images:,}", f"{r['curve'].train_seconds:.0f}",
-             "–" if target is None else ("never" if t_hit is None else f"{t_hit:.0f} s / {i_hit / 1000:.1f}k img")]
+    cells = [
+        kind.upper(),
+        f"{r['curve'].images:,}",
+        f"{r['curve'].train_seconds:.0f}",
+        "–" if target is None else ("never" if t_hit is None else f"{t_hit:.0f} s / {i_hit / 1000:.1f}k img"),
+    ]
     for test_name in [dataset_name, *cross_loaders]:
         m = results[(kind, test_name)].metrics
         cells.append(f"{m['rank1']:.1f} / {m['mAP']:.1f}")
     rows.append("| " + " | ".join(cells) + " |")
-header = ["sampler", "images seen", "train s (warm-up incl.)",
-          "time to target" if target is None else f"time to R1 {target:.1f}%",
-          *[f"{n} R1 / mAP" for n in [dataset_name, *cross_loaders]]]
+header = [
+    "sampler",
+    "images seen",
+    "train s (warm-up incl.)",
+    "time to target" if target is None else f"time to R1 {target:.1f}%",
+    *[f"{n} R1 / mAP" for n in [dataset_name, *cross_loaders]],
+]
 display(Markdown("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + "\n" + "\n".join(rows)))
 
 # %% [markdown]
@@ -527,20 +756,32 @@ display(Markdown("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + 
 # is the longer one, by about $B/n$; the paper's saving comes from needing far fewer epochs.
 
 # %%
-iteration_seconds = float(np.median([h["seconds"] / max(h["images"] / cfg["batch_size"], 1)
-                                     for r in runs.values() for h in r["history"]]))
+iteration_seconds = float(
+    np.median([h["seconds"] / max(h["images"] / cfg["batch_size"], 1) for r in runs.values() for h in r["history"]])
+)
 timing_model = runs["gs"]["model"] if "gs" in runs else next(iter(runs.values()))["model"]
 timing_matcher = runs["gs"]["matcher"] if "gs" in runs else next(iter(runs.values()))["matcher"]
 lookup = preloaded_image_lookup(runs[next(iter(runs))]["loader"].dataset) if preload else None
 timing_classes = [c for c in cfg["timing_classes"] if c <= len(train_pids)]
-graph_seconds = measure_graph_seconds(timing_model, timing_matcher, data.train, test_transform, timing_classes,
-                                      image_loader=lookup, device=dev, chunk_size=cfg["graph_chunk"], seed=seed)
+graph_seconds = measure_graph_seconds(
+    timing_model,
+    timing_matcher,
+    data.train,
+    test_transform,
+    timing_classes,
+    image_loader=lookup,
+    device=dev,
+    chunk_size=cfg["graph_chunk"],
+    seed=seed,
+)
 graph_cost = fit_graph_cost(timing_classes, graph_seconds)
 images_per_id = len(data.train) / len(train_pids)
 ids_axis = np.array(sorted({*timing_classes, len(train_pids), 8000}))
 times = epoch_seconds(ids_axis, images_per_id, cfg["batch_size"], iteration_seconds, graph_cost)
-print(f"one iteration of {cfg['batch_size']} images: {iteration_seconds:.3f} s; graph: "
-      f"{graph_cost[0] * 1e3:.2f} ms per class + {graph_cost[1] * 1e6:.3f} us per class pair")
+print(
+    f"one iteration of {cfg['batch_size']} images: {iteration_seconds:.3f} s; graph: "
+    f"{graph_cost[0] * 1e3:.2f} ms per class + {graph_cost[1] * 1e6:.3f} us per class pair"
+)
 for c, pk_t, gs_t, g_t in zip(ids_axis, times["pk"], times["gs"], times["gs_graph"]):
     print(f"C={c:5d}: PK epoch {pk_t:8.1f} s, GS epoch {gs_t:8.1f} s (graph {g_t:6.1f} s)")
 plot_epoch_time(ids_axis, times, measured=(timing_classes, graph_seconds))
@@ -572,13 +813,20 @@ plt.show()
 # %%
 rows = []
 for (kind, test_name), res in results.items():
-    rows.append(f"| ours: QAConv + {kind.upper()} ({cfg['backbone']}, {profile}) | {dataset_name} | {test_name} | "
-                f"{res.metrics['rank1']:.1f} | {res.metrics['mAP']:.1f} | "
-                f"{runs[kind]['curve'].train_seconds / 3600:.3f} |")
-rows.append("| paper: training time before -> with GS (arXiv v4 abstract; baseline unconfirmed) | RandPerson | | | | "
-            "25.4 -> 2.0 |")
-display(Markdown("| method | train | test | R1 | mAP | train h |\n| --- | --- | --- | --- | --- | --- |\n"
-                 + "\n".join(rows)))
+    rows.append(
+        f"| ours: QAConv + {kind.upper()} ({cfg['backbone']}, {profile}) | {dataset_name} | {test_name} | "
+        f"{res.metrics['rank1']:.1f} | {res.metrics['mAP']:.1f} | "
+        f"{runs[kind]['curve'].train_seconds / 3600:.3f} |"
+    )
+rows.append(
+    "| paper: training time before -> with GS (arXiv v4 abstract; baseline unconfirmed) | RandPerson | | | | "
+    "25.4 -> 2.0 |"
+)
+display(
+    Markdown(
+        "| method | train | test | R1 | mAP | train h |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+    )
+)
 display(Markdown(paper_results_markdown(paper_results_for("graph_sampling"))))
 
 # %% [markdown]

@@ -76,8 +76,10 @@ cfg = select_profile(PROFILES, profile, overrides)
 dataset_dir = preset_root(data_root, cfg["preset"]) if cfg["preset"] else data_root
 chapter_model = chapter_model_path(results_dir, "01_reid_basics", profile, dataset)
 if not chapter_model.is_file():
-    raise FileNotFoundError(f"{chapter_model} is missing: this page uses the model chapter 01 trains. Run it first: "
-                            f"python tools/run_notebooks.py --profile {profile} --only 01")
+    raise FileNotFoundError(
+        f"{chapter_model} is missing: this page uses the model chapter 01 trains. Run it first: "
+        f"python tools/run_notebooks.py --profile {profile} --only 01"
+    )
 
 # A working folder, like a user's: a copy of the model (calibration writes into it), the data, the outputs.
 work = results_dir.parent / "runs" / "06_your_own_images" / profile
@@ -116,8 +118,10 @@ loaded = load_model("baseline.pt")
 card = loaded.card
 print(f"architecture: {card.architecture} {card.model_kwargs}, {card.num_classes} training identities")
 print(f"input: {card.height}x{card.width}, mean {card.mean}, std {card.std}")
-print(f"embedding: field {card.embedding_field!r} ({card.embedding}), flip-averaged: {card.flip}, "
-      f"L2-normalised: {card.normalize}, metric: {card.metric}")
+print(
+    f"embedding: field {card.embedding_field!r} ({card.embedding}), flip-averaged: {card.flip}, "
+    f"L2-normalised: {card.normalize}, metric: {card.metric}"
+)
 print(f"trained on: {card.training['dataset']}")
 
 # %% [markdown]
@@ -132,7 +136,7 @@ print(f"trained on: {card.training['dataset']}")
 # NBVAL_CHECK_OUTPUT
 data = build_dataset(dataset_name, dataset_dir, verbose=False)
 first = {}
-for path, pid, camid in data.query:
+for path, pid, _camid in data.query:
     first.setdefault(pid, path)
 queries = [first[pid] for pid in sorted(first)[: cfg["num_queries"]]]
 for folder, paths in (("my_images/query", queries), ("my_images/gallery", [p for p, _, _ in data.gallery])):
@@ -168,12 +172,25 @@ print("features:", saved["features"].shape, saved["features"].dtype)
 # matches left in). On the dataset chapter 01 tested on:
 
 # %%
-reid("evaluate", "--model", "baseline.pt", "--data", data_arg, "--dataset", dataset_name, "--device", device,
-     "--json", "evaluation.json")
+reid(
+    "evaluate",
+    "--model",
+    "baseline.pt",
+    "--data",
+    data_arg,
+    "--dataset",
+    dataset_name,
+    "--device",
+    device,
+    "--json",
+    "evaluation.json",
+)
 evaluation = json.loads(Path("evaluation.json").read_text())["metrics"]
 chapter01 = json.loads((results_dir / "01_reid_basics" / "baseline.json").read_text())
-print(f"chapter 01 reported R1 {chapter01['rank1']:.2f} mAP {chapter01['mAP']:.2f}; the rebuilt model gives "
-      f"R1 {evaluation['rank1']:.2f} mAP {evaluation['mAP']:.2f}")
+print(
+    f"chapter 01 reported R1 {chapter01['rank1']:.2f} mAP {chapter01['mAP']:.2f}; the rebuilt model gives "
+    f"R1 {evaluation['rank1']:.2f} mAP {evaluation['mAP']:.2f}"
+)
 assert abs(evaluation["mAP"] - chapter01["mAP"]) < 0.5, "the model file does not reproduce chapter 01"
 
 # %% [markdown]
@@ -238,8 +255,19 @@ display(Image(filename="baseline_calibration.png"))
 # the largest stored rate. File names are escaped and the page loads nothing from the network.
 
 # %%
-reid("rank", "--model", "baseline.pt", "--query", "my_images/query", "--gallery", "my_images/gallery",
-     "--out", "ranked_lists", "--top", cfg["top"])
+reid(
+    "rank",
+    "--model",
+    "baseline.pt",
+    "--query",
+    "my_images/query",
+    "--gallery",
+    "my_images/gallery",
+    "--out",
+    "ranked_lists",
+    "--top",
+    cfg["top"],
+)
 print(Path("ranked_lists/topk.csv").read_text().splitlines()[0])
 
 # %%
@@ -249,12 +277,29 @@ shutil.copytree("ranked_lists", site)
 chromium = shutil.which("chromium") or shutil.which("chromium-browser")
 if chromium is None:
     raise RuntimeError("the screenshot of the page needs chromium: `make browser` installs it")
-subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={work / 'chrome'}",
-                "--window-size=1100,760", f"--screenshot={work / 'ranked_lists.png'}",
-                (work / "ranked_lists" / "index.html").as_uri()], check=True, capture_output=True, timeout=120)
-display(HTML('<p>The page itself: <a href="../../pages/06_your_own_images/ranked_lists/index.html">'
-             "ranked lists</a> (a screenshot of its top follows).</p>"))
+subprocess.run(
+    [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={work / 'chrome'}",
+        "--window-size=1100,760",
+        f"--screenshot={work / 'ranked_lists.png'}",
+        (work / "ranked_lists" / "index.html").as_uri(),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=120,
+)
+display(
+    HTML(
+        '<p>The page itself: <a href="../../pages/06_your_own_images/ranked_lists/index.html">'
+        "ranked lists</a> (a screenshot of its top follows).</p>"
+    )
+)
 display(Image(filename=str(work / "ranked_lists.png"), width=900))
 
 # %% [markdown]
@@ -275,10 +320,20 @@ reid("export", "--model", "baseline.pt", "--onnx", "baseline.onnx", "--repeats",
 # runtimes alternating run by run; they compare the two on the same machine, nothing more.
 
 # %%
-_ = write_result(results_dir, "06_your_own_images", "reid_evaluate", method="strong baseline via reid evaluate",
-                 dataset=f"{dataset_name}/{cfg['preset']}" if cfg["preset"] else dataset_name, profile=profile,
-                 rank1=evaluation["rank1"], rank5=evaluation.get("rank5"), rank10=evaluation.get("rank10"),
-                 mAP=evaluation["mAP"], device=str(resolve_device(device)), params={"model": str(chapter_model)})
+_ = write_result(
+    results_dir,
+    "06_your_own_images",
+    "reid_evaluate",
+    method="strong baseline via reid evaluate",
+    dataset=f"{dataset_name}/{cfg['preset']}" if cfg["preset"] else dataset_name,
+    profile=profile,
+    rank1=evaluation["rank1"],
+    rank5=evaluation.get("rank5"),
+    rank10=evaluation.get("rank10"),
+    mAP=evaluation["mAP"],
+    device=str(resolve_device(device)),
+    params={"model": str(chapter_model)},
+)
 
 # %% [markdown]
 # ## What to try next

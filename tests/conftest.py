@@ -19,8 +19,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Layout: ``executed/*.ipynb``, ``results/<notebook>/*.json``, ``data/`` (SynthReID renders).
     """
     run = tmp_path_factory.mktemp("smoke")
-    cmd = [sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--profile", "smoke",
-           "--out-dir", str(run / "executed"), "--data-root", str(run / "data"), "--results-dir", str(run / "results")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "run_notebooks.py"),
+        "--profile",
+        "smoke",
+        "--out-dir",
+        str(run / "executed"),
+        "--data-root",
+        str(run / "data"),
+        "--results-dir",
+        str(run / "results"),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"smoke run of the notebooks failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")

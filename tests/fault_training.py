@@ -91,8 +91,17 @@ def main() -> None:
             callbacks.append(HangAtIteration(int(n), Path(args.signal)))
         else:
             hang_in_save(int(n), Path(args.signal))
-    config = TrainConfig(epochs=EPOCHS, optimizer="adam", lr=0.01, scheduler="step", milestones=(2,),
-                         warmup_epochs=1, progress=False, seed=3, checkpoint_dir=args.checkpoint_dir)
+    config = TrainConfig(
+        epochs=EPOCHS,
+        optimizer="adam",
+        lr=0.01,
+        scheduler="step",
+        milestones=(2,),
+        warmup_epochs=1,
+        progress=False,
+        seed=3,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     Trainer(model, cross_entropy, loader, config, device="cpu", callbacks=callbacks).fit()
     torch.save(model.state_dict(), args.weights_out)
 

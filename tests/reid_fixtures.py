@@ -39,9 +39,15 @@ class TinyWorld:
 
 
 def tiny_card(num_classes: int, **changes: object) -> ModelCard:
-    fields = dict(architecture="baseline", num_classes=num_classes,
-                  model_kwargs={"backbone": "resnet10", "last_stride": 1}, height=HEIGHT, width=WIDTH,
-                  embedding="BNNeck output f_i", training={"dataset": "synthreid"})
+    fields = dict(
+        architecture="baseline",
+        num_classes=num_classes,
+        model_kwargs={"backbone": "resnet10", "last_stride": 1},
+        height=HEIGHT,
+        width=WIDTH,
+        embedding="BNNeck output f_i",
+        training={"dataset": "synthreid"},
+    )
     fields.update(changes)
     return ModelCard(**fields)  # type: ignore[arg-type]
 
@@ -50,8 +56,18 @@ def tiny_card(num_classes: int, **changes: object) -> ModelCard:
 def tiny_world_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_world")
-    render_synthreid(root / "synthreid", num_ids=8, images_per_id=4, num_cameras=2, seed=0, height=HEIGHT, width=WIDTH,
-                     lookalike_family_size=2, workers=1, progress=False)
+    render_synthreid(
+        root / "synthreid",
+        num_ids=8,
+        images_per_id=4,
+        num_cameras=2,
+        seed=0,
+        height=HEIGHT,
+        width=WIDTH,
+        lookalike_family_size=2,
+        workers=1,
+        progress=False,
+    )
     data = SynthReID(root / "synthreid", verbose=False)
     torch.manual_seed(0)
     model = build_model("baseline", data.num_train_pids, backbone="resnet10", last_stride=1)

@@ -97,7 +97,10 @@ def test_single_identity_batch_gives_zero_loss_with_a_graph() -> None:
 
 def test_aligned_reid_loss_terms() -> None:
     out = ReIDOutput(
-        feat=_randn(6, 10, seed=6), logits=_randn(6, 3, seed=7), global_feat=_randn(6, 10, seed=8), local=_randn(6, 4, 5, seed=9)
+        feat=_randn(6, 10, seed=6),
+        logits=_randn(6, 3, seed=7),
+        global_feat=_randn(6, 10, seed=8),
+        local=_randn(6, 4, 5, seed=9),
     )
     terms = AlignedReIDLoss(id_weight=0.5, global_weight=2.0, local_weight=1.0)(out, LABELS)
     assert set(terms) == {"id", "global", "local"}

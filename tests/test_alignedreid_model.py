@@ -75,7 +75,12 @@ def test_backward_reaches_both_branches_and_the_backbone(images: torch.Tensor) -
     net = AlignedReID(NUM_CLASSES, backbone="resnet18", local_dim=16).train()
     out = net(images[:, :, :64, :32])
     (out.logits.sum() + out.local.pow(2).sum()).backward()
-    for name in ("classifier.weight", "local_reduce.0.weight", "backbone.layer4.0.conv1.weight", "backbone.stem.0.weight"):
+    for name in (
+        "classifier.weight",
+        "local_reduce.0.weight",
+        "backbone.layer4.0.conv1.weight",
+        "backbone.stem.0.weight",
+    ):
         grad = dict(net.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 

@@ -88,7 +88,9 @@ def test_matches_brute_force_over_all_monotone_paths(sx: int, sy: int) -> None:
 def test_matches_plain_dp_loop_with_eight_stripes() -> None:
     x, y = _features(5, 8, seed=3), _features(7, 8, seed=4)
     dist = aligned_distance(x, y)
-    expected = torch.tensor([[_dp_loop(_paper_cost(x[a], y[b])) for b in range(7)] for a in range(5)], dtype=torch.float64)
+    expected = torch.tensor(
+        [[_dp_loop(_paper_cost(x[a], y[b])) for b in range(7)] for a in range(5)], dtype=torch.float64
+    )
     torch.testing.assert_close(dist, expected.to(dist.dtype), rtol=1e-9, atol=1e-9)
 
 
@@ -219,7 +221,9 @@ def test_range_and_half_precision_inputs() -> None:
     assert bool((dist >= 0).all()) and bool((dist < 15).all())
     torch.testing.assert_close(dist, aligned_distance(x.half().float(), y.half().float()), rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        torch.testing.assert_close(aligned_distance(x, y), aligned_distance(x.double(), y.double()).float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            aligned_distance(x, y), aligned_distance(x.double(), y.double()).float(), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_bad_inputs_raise_clear_errors() -> None:

@@ -42,11 +42,19 @@ from build_book import toc_files  # noqa: E402
 from run_notebooks import machine_hardware  # noqa: E402
 
 SCREENSHOTS = ROOT / "test-output" / "book"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                  # the network is off: no name resolves, and any address but loopback goes to a dead proxy
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                  "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    # the network is off: no name resolves, and any address but loopback goes to a dead proxy
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1",
+]
 VIRTUAL_TIME_MS = 10_000  # scripts (MathJax) run to completion in virtual time
 PAGES = toc_files(ROOT / "_toc.yml")
 CHAPTERS = [p for p in PAGES if p.startswith("book/executed/")]
@@ -56,9 +64,19 @@ CHAPTERS = [p for p in PAGES if p.startswith("book/executed/")]
 def stage(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     stage = tmp_path_factory.mktemp("book")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "build_book.py"), "--stage", str(stage),
-         "--executed-dir", str(smoke_run / "executed"), "--results-dir", str(smoke_run / "results")],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "build_book.py"),
+            "--stage",
+            str(stage),
+            "--executed-dir",
+            str(smoke_run / "executed"),
+            "--results-dir",
+            str(smoke_run / "results"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"book build failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
     return stage
@@ -100,9 +118,18 @@ def _chromium() -> str:
 
 
 def _chromium_run(args: list[str], profile_dir: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}",
-                             f"--virtual-time-budget={VIRTUAL_TIME_MS}", *args],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            _chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile_dir}",
+            f"--virtual-time-budget={VIRTUAL_TIME_MS}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, f"chromium failed on {args[-1]}: {result.stderr[-2000:]}"
     return result
 
@@ -152,14 +179,18 @@ def visible_prose(dom: str) -> str:
 # TeX left as source: \( \) \[ \] $$, or $...$ around TeX (a backslash, ^, _ or a brace inside)
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\n]*[\\^_{}][^$\n]*\$")
 MATH_ELEMENT = re.compile(r'<(?:span|div)[^>]*class="math notranslate nohighlight"')
-EXTERNAL = re.compile(r'<(?:script|img|iframe|source)\b[^>]*\bsrc="((?:https?:)?//[^"]*)"'
-                      r'|<link\b[^>]*\bhref="((?:https?:)?//[^"]*)"')
+EXTERNAL = re.compile(
+    r'<(?:script|img|iframe|source)\b[^>]*\bsrc="((?:https?:)?//[^"]*)"'
+    r'|<link\b[^>]*\bhref="((?:https?:)?//[^"]*)"'
+)
 
 
 def test_visible_prose_and_raw_tex_catch_what_they_should() -> None:
     """The checkers themselves: raw TeX in prose is caught, in code or typeset math it is not."""
-    dom = ('<p>stripe \\(i\\) and $x_i$</p><pre>\\(kept\\)</pre><code>$a_b$</code>'
-           '<span class="math"><mjx-container>\\(ok\\)</mjx-container></span><p>costs $5 and $10</p>')
+    dom = (
+        "<p>stripe \\(i\\) and $x_i$</p><pre>\\(kept\\)</pre><code>$a_b$</code>"
+        '<span class="math"><mjx-container>\\(ok\\)</mjx-container></span><p>costs $5 and $10</p>'
+    )
     prose = visible_prose(dom)
     assert RAW_TEX.findall(prose) == ["\\(", "\\)", "$x_i$"]
     assert "kept" not in prose and "ok" not in prose and "$5" in prose
@@ -178,7 +209,7 @@ def test_page_reads_offline(page: str, site: Path, server: str, build_paths: lis
     assert n_typeset == n_math, f"{page}: {n_math} math elements but MathJax typeset {n_typeset} offline"
     assert "<mjx-merror" not in dom, f"{page}: MathJax reports a TeX error"
     prose = visible_prose(dom)
-    raw = [(m.group(0), prose[max(0, m.start() - 60):m.end() + 20]) for m in RAW_TEX.finditer(prose)]
+    raw = [(m.group(0), prose[max(0, m.start() - 60) : m.end() + 20]) for m in RAW_TEX.finditer(prose)]
     assert not raw, f"{page}: TeX shown as source outside code: {raw[:5]}"
 
     external = [a or b for a, b in EXTERNAL.findall(static)]
@@ -205,16 +236,17 @@ def _run_note(dom: str, page: str) -> tuple[int, str]:
     match = re.search(r'<div class="[^"]*\brun-info\b[^"]*">', dom)
     assert match, f"{page}: no run note (admonition with class 'run-info') in the chapter"
     depth = 0
-    for tag in re.finditer(r"<(/?)div\b", dom[match.start():]):
+    for tag in re.finditer(r"<(/?)div\b", dom[match.start() :]):
         depth += -1 if tag.group(1) else 1
         if depth == 0:
-            return match.start(), dom[match.start():match.start() + tag.end()]
+            return match.start(), dom[match.start() : match.start() + tag.end()]
     raise AssertionError(f"{page}: the run note's <div> is not closed")
 
 
 @pytest.mark.parametrize("page", CHAPTERS)
-def test_chapter_run_note_and_downloads(page: str, smoke_run: Path, site: Path, server: str,
-                                        build_paths: list[str], tmp_path: Path) -> None:
+def test_chapter_run_note_and_downloads(
+    page: str, smoke_run: Path, site: Path, server: str, build_paths: list[str], tmp_path: Path
+) -> None:
     name = Path(page).name
     executed = nbformat.read(smoke_run / "executed" / f"{name}.ipynb", as_version=4)
     dom = _dump_dom(f"{server}/{page}.html", tmp_path / "chrome")
@@ -223,8 +255,16 @@ def test_chapter_run_note_and_downloads(page: str, smoke_run: Path, site: Path, 
     assert h1 < start < dom.find('<section id="', h1), f"{page}: the run note is not right below the title"
     note = html.unescape(re.sub(r"<[^>]+>", " ", note_html))
     machine, torch_version = describe_hardware(machine_hardware())
-    expected = ["smoke", format_duration(executed.metadata.papermill.duration), machine, torch_version,
-                f"notebooks/{name}.py", f"papermill - runs/{name}.ipynb", "--cwd notebooks", "-p profile smoke"]
+    expected = [
+        "smoke",
+        format_duration(executed.metadata.papermill.duration),
+        machine,
+        torch_version,
+        f"notebooks/{name}.py",
+        f"papermill - runs/{name}.ipynb",
+        "--cwd notebooks",
+        "-p profile smoke",
+    ]
     missing = [e for e in expected if e not in " ".join(note.split())]
     assert not missing, f"{page}: the run note lacks {missing}:\n{' '.join(note.split())}"
 
@@ -243,9 +283,14 @@ def test_chapter_run_note_and_downloads(page: str, smoke_run: Path, site: Path, 
     nb = nbformat.reads(text, as_version=4)
     nbformat.validate(nb)
     assert sum(len(c.get("outputs", [])) for c in nb.cells) > 0, f"{page}: the downloaded .ipynb has no outputs"
+
     def code(notebook: nbformat.NotebookNode) -> list[str]:
-        return [c.source for c in notebook.cells
-                if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+        return [
+            c.source
+            for c in notebook.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+        ]
+
     assert code(nb) == code(executed), f"{page}: the .ipynb's code differs from the run's"
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and 'profile = "smoke"' in injected[0].source, f"{page}: injected parameters missing"
@@ -264,8 +309,10 @@ def test_results_page_has_the_run_table(smoke_run: Path, site: Path, server: str
         name = Path(page).name
         row = [r for r in rows if f'href="../executed/{name}.html' in r]
         assert len(row) == 1, f"results page: no row of the run table links {page}"
-        cells = [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", c)).split())
-                 for c in re.findall(r"<td[^>]*>(.*?)</td>", row[0], re.S)]
+        cells = [
+            " ".join(html.unescape(re.sub(r"<[^>]+>", " ", c)).split())
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row[0], re.S)
+        ]
         executed = json.loads((smoke_run / "executed" / f"{name}.ipynb").read_text())
         seconds = executed["metadata"]["papermill"]["duration"]
         assert cells[1:4] == ["smoke", format_duration(seconds), machine], f"results page: row {cells} for {name}"

@@ -38,8 +38,10 @@ def executed_notebook(parameters: dict, outputs: list[dict], hardware: dict | No
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.papermill = {}
-    params = nbformat.v4.new_code_cell('profile = "synth"  # smoke | synth | paper\ndata_root = "../data"\n'
-                                       'results_dir = "../results"\nseed = 0\noverrides = {}')
+    params = nbformat.v4.new_code_cell(
+        'profile = "synth"  # smoke | synth | paper\ndata_root = "../data"\n'
+        'results_dir = "../results"\nseed = 0\noverrides = {}'
+    )
     params.metadata.tags = ["parameters"]
     work = nbformat.v4.new_code_cell("run()")
     work.outputs = [nbformat.from_dict(o) for o in outputs]
@@ -47,11 +49,19 @@ def executed_notebook(parameters: dict, outputs: list[dict], hardware: dict | No
     for cell in nb.cells:
         cell.metadata.setdefault("tags", [])  # as papermill's own preparation does
     nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
-    nb.metadata.papermill.update({"duration": 245.4, "start_time": "2026-01-02T03:04:05+00:00",
-                                  "input_path": "/tmp/tmpabc123/ch.ipynb",
-                                  "output_path": f"{REPO}/book/executed/ch.ipynb"})
-    nb.metadata.reid_book = {"source_sha256": "0" * 64, "parameters": str(parameters),
-                             "paths": {"root": str(REPO), "home": str(HOME), "python": VENV}}
+    nb.metadata.papermill.update(
+        {
+            "duration": 245.4,
+            "start_time": "2026-01-02T03:04:05+00:00",
+            "input_path": "/tmp/tmpabc123/ch.ipynb",
+            "output_path": f"{REPO}/book/executed/ch.ipynb",
+        }
+    )
+    nb.metadata.reid_book = {
+        "source_sha256": "0" * 64,
+        "parameters": str(parameters),
+        "paths": {"root": str(REPO), "home": str(HOME), "python": VENV},
+    }
     if hardware is not None:
         nb.metadata.reid_book["hardware"] = hardware
     return nb
@@ -74,15 +84,27 @@ def test_scrub_text_replaces_whole_paths_only() -> None:
 
 
 def test_reader_notebook_hides_the_machine() -> None:
-    parameters = {"profile": "smoke", "data_root": "/mnt/scratch/data", "results_dir": f"{REPO}/results",
-                  "overrides": {"cache": f"{HOME}/cache"}}
+    parameters = {
+        "profile": "smoke",
+        "data_root": "/mnt/scratch/data",
+        "results_dir": f"{REPO}/results",
+        "overrides": {"cache": f"{HOME}/cache"},
+    }
     outputs = [
         {"output_type": "stream", "name": "stdout", "text": "SynthReID: reusing /mnt/scratch/data/synthreid/smoke\n"},
         {"output_type": "stream", "name": "stderr", "text": f"{VENV}/lib/python3.11/site-packages/x.py:1: Warn\n"},
-        {"output_type": "execute_result", "execution_count": 3, "metadata": {},
-         "data": {"text/plain": f"PosixPath('{REPO}/results/ch/run.json')", "image/png": "iVBORw0KGgo/tmp/"}},
-        {"output_type": "error", "ename": "OSError", "evalue": f"{REPO}/reid_core/x.py",
-         "traceback": [f'File "{REPO}/reid_core/x.py", line 3', f"File \x1b[0;32m{REPO}/reid_core/y.py:4\x1b[0m"]},
+        {
+            "output_type": "execute_result",
+            "execution_count": 3,
+            "metadata": {},
+            "data": {"text/plain": f"PosixPath('{REPO}/results/ch/run.json')", "image/png": "iVBORw0KGgo/tmp/"},
+        },
+        {
+            "output_type": "error",
+            "ename": "OSError",
+            "evalue": f"{REPO}/reid_core/x.py",
+            "traceback": [f'File "{REPO}/reid_core/x.py", line 3', f"File \x1b[0;32m{REPO}/reid_core/y.py:4\x1b[0m"],
+        },
     ]
     nb = executed_notebook(parameters, outputs)
     before = nbformat.writes(nb)
@@ -97,8 +119,12 @@ def test_reader_notebook_hides_the_machine() -> None:
     assert len(injected) == 1, "the injected cell keeps its tag, so papermill replaces it on a re-run"
     shown: dict = {}
     exec(injected[0].source, {}, shown)  # the cell still runs, and in the parameters cell's order
-    assert shown == {"profile": "smoke", "data_root": ".../data", "results_dir": "../results",
-                     "overrides": {"cache": "~/cache"}}
+    assert shown == {
+        "profile": "smoke",
+        "data_root": ".../data",
+        "results_dir": "../results",
+        "overrides": {"cache": "~/cache"},
+    }
     assert list(shown) == ["profile", "data_root", "results_dir", "overrides"]
     assert "data_root: a folder outside the repository" in injected[0].source
 
@@ -119,8 +145,15 @@ def test_reader_notebook_needs_papermill_metadata() -> None:
 
 
 def test_format_duration() -> None:
-    assert [format_duration(s) for s in (0, 8.94, 59.94, 60, 245.4, 3599.4, 7380)] == \
-        ["0.0 s", "8.9 s", "59.9 s", "1 min 00 s", "4 min 05 s", "59 min 59 s", "2 h 03 min"]
+    assert [format_duration(s) for s in (0, 8.94, 59.94, 60, 245.4, 3599.4, 7380)] == [
+        "0.0 s",
+        "8.9 s",
+        "59.9 s",
+        "1 min 00 s",
+        "4 min 05 s",
+        "59 min 59 s",
+        "2 h 03 min",
+    ]
     with pytest.raises(ValueError, match="negative"):
         format_duration(-1)
 
@@ -134,8 +167,13 @@ def test_describe_hardware() -> None:
 
 
 def test_chapter_run_and_rerun_command() -> None:
-    parameters = {"profile": "paper", "data_root": "/mnt/data", "results_dir": f"{REPO}/results", "seed": 0,
-                  "overrides": {"epochs": 6}}
+    parameters = {
+        "profile": "paper",
+        "data_root": "/mnt/data",
+        "results_dir": f"{REPO}/results",
+        "seed": 0,
+        "overrides": {"epochs": 6},
+    }
     hardware = {"cpu": "Xeon", "cpu_cores": 8, "gpus": ["NVIDIA H200"], "torch": "2.14.1"}
     reader = reader_notebook(executed_notebook(parameters, [], hardware), "05_x", ROOT)
     run = chapter_run(reader, "05_x")
@@ -144,8 +182,19 @@ def test_chapter_run_and_rerun_command() -> None:
     command = rerun_command(run)
     papermill_args = shlex.split(command.replace("\\\n", " ").split("| papermill", 1)[1])  # as the shell joins lines
     # the outside data folder and the values equal to the parameters cell are left to the defaults
-    assert papermill_args == ["-", "runs/05_x.ipynb", "-k", "python3", "--cwd", "notebooks",
-                              "-p", "profile", "paper", "-y", 'overrides: {"epochs": 6}']
+    assert papermill_args == [
+        "-",
+        "runs/05_x.ipynb",
+        "-k",
+        "python3",
+        "--cwd",
+        "notebooks",
+        "-p",
+        "profile",
+        "paper",
+        "-y",
+        'overrides: {"epochs": 6}',
+    ]
     assert "jupytext --to ipynb -o - notebooks/05_x.py" in command
 
     header = chapter_header(run, {"py": "../downloads/05_x.py", "ipynb": "../downloads/05_x.ipynb"})

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from reid_core.evaluation.calibration import (
-    calibrate_threshold, pair_distances, plot_calibration, replicate_thresholds, same_person_threshold,
+    calibrate_threshold,
+    pair_distances,
+    plot_calibration,
+    replicate_thresholds,
+    same_person_threshold,
     threshold_at_fpr,
 )
 

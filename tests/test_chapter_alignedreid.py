@@ -20,6 +20,8 @@ import torch
 from matplotlib.patches import ConnectionPatch
 from torch import Tensor, nn
 
+from reid_core.alignment import aligned_distance
+from reid_core.alignment.unaligned import unaligned_local_distance
 from reid_core.chapters.alignedreid.experiment import (
     AblationRow,
     DistanceBlocks,
@@ -34,12 +36,10 @@ from reid_core.chapters.alignedreid.experiment import (
     mean_path_offsets,
     misaligned_pair,
 )
-from reid_core.models.normalized_local import NormalizedLocal
 from reid_core.chapters.alignedreid.figures import plot_ablation_bars, plot_alignment, plot_path_offsets
-from reid_core.alignment.unaligned import unaligned_local_distance
-from reid_core.alignment import aligned_distance
 from reid_core.engine.features import Features
 from reid_core.evaluation.rerank.k_reciprocal import re_ranking
+from reid_core.models.normalized_local import NormalizedLocal
 from reid_core.models.outputs import ReIDOutput
 
 
@@ -121,17 +121,22 @@ def test_evaluate_test_distances_sums_global_and_local_and_reranks_each_variant(
     q_pids = np.arange(1, n_ids + 1)
     g_pids = np.concatenate([q_pids, q_pids, q_pids])
     centres_g, centres_l = torch.randn(n_ids, 8), torch.randn(n_ids, 4, 6)
+
     def make(pids: np.ndarray, noise: float) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(pids - 1)
-        return (centres_g[idx] + noise * torch.randn(len(pids), 8),
-                centres_l[idx] + noise * torch.randn(len(pids), 4, 6))
+        return (
+            centres_g[idx] + noise * torch.randn(len(pids), 8),
+            centres_l[idx] + noise * torch.randn(len(pids), 4, 6),
+        )
+
     qg_, ql_ = make(q_pids, 0.9)
     gg_, gl_ = make(g_pids, 0.9)
     q_cams, g_cams = np.zeros(n_ids, dtype=int), np.ones(3 * n_ids, dtype=int)
     qG, gG = _features(qg_, list(q_pids), list(q_cams)), _features(gg_, list(g_pids), list(g_cams))
     qL, gL = _features(ql_, list(q_pids), list(q_cams)), _features(gl_, list(g_pids), list(g_cams))
-    out = evaluate_test_distances(qG, gG, qL, gL, distances=("global", "global+local", "local (row by row)"),
-                                  rerank=(False, True), k1=6, k2=2)
+    out = evaluate_test_distances(
+        qG, gG, qL, gL, distances=("global", "global+local", "local (row by row)"), rerank=(False, True), k1=6, k2=2
+    )
     assert set(out) == {(d, r) for d in ("global", "global+local", "local (row by row)") for r in (False, True)}
     # plain sum, checked against distances computed here cell by cell
     d_g = torch.cdist(qg_.double(), gg_.double())
@@ -139,7 +144,8 @@ def test_evaluate_test_distances_sums_global_and_local_and_reranks_each_variant(
     summed = d_g + d_l
     torch.testing.assert_close(out[("global+local", False)].distmat.double(), summed, atol=1e-3, rtol=1e-4)
     assert out[("global+local", False)].metrics["rank1"] == pytest.approx(
-        _brute_rank1(summed, q_pids, g_pids, q_cams, g_cams))
+        _brute_rank1(summed, q_pids, g_pids, q_cams, g_cams)
+    )
     # re-ranking uses the variant's own three blocks
     d_gq = torch.cdist(qg_, qg_) + aligned_distance(ql_, ql_)
     d_gg = torch.cdist(gg_, gg_) + aligned_distance(gl_, gl_)
@@ -178,8 +184,10 @@ class _Tiny(nn.Module):
 def test_extract_global_local_one_pass_with_flip_average() -> None:
     torch.manual_seed(0)
     images = torch.randn(5, 3, 4, 3)
-    loader = [(images[:3], torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0])),
-              (images[3:], torch.tensor([2, 3]), torch.tensor([1, 0]))]
+    loader = [
+        (images[:3], torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0])),
+        (images[3:], torch.tensor([2, 3]), torch.tensor([1, 0])),
+    ]
     model = _Tiny().train()
     glob, loc = extract_global_local(model, loader, device="cpu", flip=False, progress=False)
     ref = model(images)
@@ -246,16 +254,19 @@ def _write_table(root, rows: list[tuple]) -> None:
 
 
 def test_misaligned_pair_picks_the_largest_vertical_difference(tmp_path) -> None:
-    _write_table(tmp_path, [
-        ("train", "0001_a.jpg", 1, 1, "front", 0, -0.3, 1.0, "none", "identity"),  # train: ignored
-        ("train", "0001_b.jpg", 1, 1, "front", 0, 0.3, 1.0, "none", "identity"),
-        ("query", "0002_a.jpg", 2, 1, "front", 0, -0.05, 1.0, "none", "identity"),
-        ("gallery", "0002_b.jpg", 2, 2, "front", 0, 0.05, 1.1, "none", "identity"),  # 0.1 + log 1.1 = 0.195
-        ("gallery", "0002_c.jpg", 2, 3, "back", 0, 0.2, 1.0, "none", "identity"),  # other view
-        ("query", "0003_a.jpg", 3, 1, "front", 0, 0.0, 1.0, "none", "identity"),
-        ("gallery", "0003_b.jpg", 3, 2, "front", 0, 0.15, 1.0, "pole", "identity"),  # occluded: ignored
-        ("gallery", "0003_c.jpg", 3, 2, "front", 0, 0.12, 1.0, "none", "identity"),  # 0.12
-    ])
+    _write_table(
+        tmp_path,
+        [
+            ("train", "0001_a.jpg", 1, 1, "front", 0, -0.3, 1.0, "none", "identity"),  # train: ignored
+            ("train", "0001_b.jpg", 1, 1, "front", 0, 0.3, 1.0, "none", "identity"),
+            ("query", "0002_a.jpg", 2, 1, "front", 0, -0.05, 1.0, "none", "identity"),
+            ("gallery", "0002_b.jpg", 2, 2, "front", 0, 0.05, 1.1, "none", "identity"),  # 0.1 + log 1.1 = 0.195
+            ("gallery", "0002_c.jpg", 2, 3, "back", 0, 0.2, 1.0, "none", "identity"),  # other view
+            ("query", "0003_a.jpg", 3, 1, "front", 0, 0.0, 1.0, "none", "identity"),
+            ("gallery", "0003_b.jpg", 3, 2, "front", 0, 0.15, 1.0, "pole", "identity"),  # occluded: ignored
+            ("gallery", "0003_c.jpg", 3, 2, "front", 0, 0.12, 1.0, "none", "identity"),  # 0.12
+        ],
+    )
     pair = misaligned_pair(tmp_path)
     assert pair.pid == 2
     assert pair.path_a.endswith("query/0002_a.jpg") and pair.path_b.endswith("bounding_box_test/0002_b.jpg")

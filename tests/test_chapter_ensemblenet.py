@@ -13,9 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_core.engine.evaluate import evaluate_distance
-from reid_core.engine.features import Features
-from reid_core.models.concat_ensemble import ConcatEnsemble
 from reid_core.chapters.ensemblenet.experiment import (
     branch_feature_slices,
     concat_features,
@@ -25,12 +22,15 @@ from reid_core.chapters.ensemblenet.experiment import (
     part_feature_slices,
     slice_features,
 )
-from reid_core.models.parameters import count_parameters
 from reid_core.chapters.ensemblenet.figures import plot_branch_curve, plot_part_activations, plot_part_rank1
+from reid_core.engine.evaluate import evaluate_distance
+from reid_core.engine.features import Features
 from reid_core.evaluation.rank import evaluate_rank
 from reid_core.models.backbone import build_backbone
+from reid_core.models.concat_ensemble import ConcatEnsemble
 from reid_core.models.ensemblenet import EnsembleNet, part_activation_maps
 from reid_core.models.outputs import ReIDOutput
+from reid_core.models.parameters import count_parameters
 
 DIM = 16
 
@@ -73,9 +73,7 @@ def test_concat_ensemble_normalized_distance_is_sum_of_member_distances() -> Non
     with torch.no_grad():
         fx, fy = ens(x), ens(y)
         # ||f(x) - f(y)||^2 = sum_k ||f_k(x)/|f_k(x)| - f_k(y)/|f_k(y)|||^2, each term in [0, 4]
-        per_member = [
-            (F.normalize(m(x).feat, dim=1) - F.normalize(m(y).feat, dim=1)).pow(2).sum() for m in members
-        ]
+        per_member = [(F.normalize(m(x).feat, dim=1) - F.normalize(m(y).feat, dim=1)).pow(2).sum() for m in members]
     torch.testing.assert_close((fx.feat - fy.feat).pow(2).sum(), sum(per_member))
     assert all(0.0 <= float(d) <= 4.0 + 1e-6 for d in per_member)
 
@@ -129,8 +127,11 @@ def test_count_parameters_counts_shared_weights_once() -> None:
 def test_ensemblenet_parameter_groups_against_backbone(net3: EnsembleNet) -> None:
     groups = ensemblenet_parameter_groups(net3)
     resnet = build_backbone("resnet18", last_stride=1)
-    trunk = sum(p.numel() for m in (resnet.stem, resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4[0])
-                for p in m.parameters())
+    trunk = sum(
+        p.numel()
+        for m in (resnet.stem, resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4[0])
+        for p in m.parameters()
+    )
     rest = sum(p.numel() for p in resnet.layer4[1:].parameters())
     assert groups["shared trunk"] == trunk
     assert groups["branches"] == 3 * rest

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reid_core.engine.evaluate import EvalResult
-from reid_core.engine.trainer import TrainConfig, Trainer
 from reid_core.chapters.graph_sampling.experiment import (
     CurvePoint,
     LearningCurve,
@@ -31,10 +29,12 @@ from reid_core.chapters.graph_sampling.experiment import (
     time_to_reach,
 )
 from reid_core.engine.callbacks import FreezeBackboneBN
-from reid_core.samplers.graph_epoch import GraphSamplingCallback, preloaded_image_lookup
+from reid_core.engine.evaluate import EvalResult
+from reid_core.engine.trainer import TrainConfig, Trainer
 from reid_core.losses.qaconv_criterion import QAConvCriterion
 from reid_core.models.outputs import ReIDOutput
 from reid_core.models.qaconv import QAConv
+from reid_core.samplers.graph_epoch import GraphSamplingCallback, preloaded_image_lookup
 from reid_core.samplers.graph_sampler import GraphSampler
 
 D, H, W = 4, 2, 1  # tiny feature maps: d channels, h x w positions
@@ -106,8 +106,10 @@ def test_criterion_pairwise_and_weight_and_log_only_in_training() -> None:
     loss = crit(SimpleNamespace(feature_map=fmap), labels)["pairwise"]
     scores = matcher(fmap, fmap)
     target = (labels[:, None] == labels[None, :]).float()
-    ref = sum(F.binary_cross_entropy_with_logits(scores[i, j], target[i, j]).item()
-              for i in range(6) for j in range(6)) / 6
+    ref = (
+        sum(F.binary_cross_entropy_with_logits(scores[i, j], target[i, j]).item() for i in range(6) for j in range(6))
+        / 6
+    )
     assert loss.item() == pytest.approx(2.0 * ref, rel=1e-5)
     assert crit.log == []  # eval mode: nothing logged
 
@@ -143,8 +145,9 @@ def test_freeze_backbone_bn_keeps_running_stats() -> None:
 
 
 # ------------------------------------------------------------------------------ graph sampling
-def colour_items(num_classes: int, per_class: int,
-                 seed: int = 0) -> tuple[list[tuple[str, int, int]], dict[str, Tensor], np.ndarray]:
+def colour_items(
+    num_classes: int, per_class: int, seed: int = 0
+) -> tuple[list[tuple[str, int, int]], dict[str, Tensor], np.ndarray]:
     """Items whose images are flat 4x2 colours, one colour per class, in shuffled order."""
     rng = np.random.default_rng(seed)
     colours = rng.integers(0, 256, size=(num_classes, 3))  # (C, 3)
@@ -224,9 +227,22 @@ def test_trainer_with_graph_sampling_trains_on_graph_batches() -> None:
     transform = lambda im: F.interpolate(to_float(im)[None], size=(8, 4))[0]  # noqa: E731
     gs = GraphSamplingCallback(sampler, items, transform, matcher, image_loader=table.__getitem__)
     curve = LearningCurve()
-    trainer = Trainer(net, QAConvCriterion(matcher, margin=1.0), loader,
-                      TrainConfig(epochs=1, optimizer="sgd", lr=0.01, warmup_epochs=0, scheduler="constant",
-                                  max_iters_per_epoch=3, progress=False), device="cpu", callbacks=[curve, gs])
+    trainer = Trainer(
+        net,
+        QAConvCriterion(matcher, margin=1.0),
+        loader,
+        TrainConfig(
+            epochs=1,
+            optimizer="sgd",
+            lr=0.01,
+            warmup_epochs=0,
+            scheduler="constant",
+            max_iters_per_epoch=3,
+            progress=False,
+        ),
+        device="cpu",
+        callbacks=[curve, gs],
+    )
     trainer.fit()
     assert curve.images == 12 and curve.iterations == 3 and curve.train_seconds > 0
     assert len(gs.seconds) == 1
@@ -240,8 +256,9 @@ def test_trainer_with_graph_sampling_trains_on_graph_batches() -> None:
 
 # ------------------------------------------------------------------------------ curves
 def fake_result(rank1: float) -> EvalResult:
-    return EvalResult(np.array([rank1 / 100]), 0.5, {"rank1": rank1, "rank5": rank1, "rank10": rank1, "mAP": 50.0},
-                      torch.zeros(1, 1))
+    return EvalResult(
+        np.array([rank1 / 100]), 0.5, {"rank1": rank1, "rank5": rank1, "rank10": rank1, "mAP": 50.0}, torch.zeros(1, 1)
+    )
 
 
 def test_learning_curve_times_training_not_evaluation() -> None:
@@ -252,8 +269,9 @@ def test_learning_curve_times_training_not_evaluation() -> None:
         return fake_result(next(values))
 
     curve = LearningCurve(evaluate=slow_eval)
-    trainer = SimpleNamespace(state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=3), stop_training=False,
-                              model=None)
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=3), stop_training=False, model=None
+    )
     for epoch in range(3):
         curve.on_epoch_start(trainer, epoch)
         time.sleep(0.01)
@@ -267,8 +285,9 @@ def test_learning_curve_times_training_not_evaluation() -> None:
 
 def test_learning_curve_every_and_last() -> None:
     curve = LearningCurve(evaluate=lambda m: fake_result(1.0), every=2)
-    trainer = SimpleNamespace(state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=3), stop_training=False,
-                              model=None)
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=3), stop_training=False, model=None
+    )
     for epoch in range(3):
         curve.on_epoch_start(trainer, epoch)
         curve.on_epoch_end(trainer, epoch, {"images": 1.0})
@@ -279,14 +298,16 @@ def test_learning_curve_every_and_last() -> None:
 
 def test_learning_curve_continued_adds_to_the_warm_up() -> None:
     warm = LearningCurve(evaluate=lambda m: fake_result(5.0))
-    trainer = SimpleNamespace(state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=1), stop_training=False,
-                              model=None)
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=1), stop_training=False, model=None
+    )
     warm.on_epoch_start(trainer, 0)
     trainer.state.iteration = 7
     warm.on_epoch_end(trainer, 0, {"images": 70.0})
     branch = warm.continued(evaluate=lambda m: fake_result(9.0))
-    fresh = SimpleNamespace(state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=1), stop_training=False,
-                            model=None)  # a new trainer counts from 0 again
+    fresh = SimpleNamespace(
+        state=SimpleNamespace(iteration=0), config=SimpleNamespace(epochs=1), stop_training=False, model=None
+    )  # a new trainer counts from 0 again
     branch.on_epoch_start(fresh, 0)
     fresh.state.iteration = 3
     branch.on_epoch_end(fresh, 0, {"images": 30.0})
@@ -313,8 +334,11 @@ def test_same_family_fraction_hand_example() -> None:
     assert same_family_fraction([1, 3, 4], family_of) == 0.0
     with pytest.raises(KeyError):
         same_family_fraction([99], family_of)
-    ids = [{"pid": 9, "family": 3, "split": "train"}, {"pid": 4, "family": 1, "split": "train"},
-           {"pid": 5, "family": 2, "split": "test"}]
+    ids = [
+        {"pid": 9, "family": 3, "split": "train"},
+        {"pid": 4, "family": 1, "split": "train"},
+        {"pid": 5, "family": 2, "split": "test"},
+    ]
     assert family_index(ids) == {9: 3, 4: 1, 5: 2}
     assert family_index(ids, relabel_split="train") == {0: 1, 1: 3}  # pid 4 -> label 0, pid 9 -> label 1
     with pytest.raises(ValueError, match="split"):
@@ -333,15 +357,14 @@ def test_batch_hardness_equals_pair_loop() -> None:
         def __getitem__(self, i: int) -> tuple[Tensor, int]:
             return images[i], labels[i]
 
-    out = batch_hardness(net, matcher, DS(), np.array([[0, 1, 2, 3], [4, 5, 6, 7]]),
-                         family_of={1: 0, 2: 0, 3: 1, 4: 2})
+    out = batch_hardness(net, matcher, DS(), np.array([[0, 1, 2, 3], [4, 5, 6, 7]]), family_of={1: 0, 2: 0, 3: 1, 4: 2})
     with torch.no_grad():
         maps = net(images).feature_map
         neg, hardest = [], []
         for rows in ([0, 1, 2, 3], [4, 5, 6, 7]):
             per_batch_neg, per_batch_hard = [], []
             for a in rows:
-                negs = [-float(matcher(maps[a:a + 1], maps[n:n + 1])) for n in rows if labels[n] != labels[a]]
+                negs = [-float(matcher(maps[a : a + 1], maps[n : n + 1])) for n in rows if labels[n] != labels[a]]
                 per_batch_neg += negs
                 per_batch_hard.append(min(negs))
             neg.append(np.mean(per_batch_neg))

@@ -1,5 +1,6 @@
 """Tests for the metric-learning chapter's code: reid_core.data.digits, the models, reid_core.losses.metric_criterion,
-and reid_core.chapters.metric_learning (retrieval, head sizes, the sphere figures). References are written from the formulas."""
+and reid_core.chapters.metric_learning (retrieval, head sizes, the sphere figures). References are written from the
+formulas."""
 
 from __future__ import annotations
 
@@ -14,14 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from reid_core.engine.trainer import TrainConfig  # noqa: E402
-from reid_core.losses.sphereface import SphereFace  # noqa: E402
-from reid_core.losses.metric_criterion import (
-    METRIC_LOSSES,
-    MetricCriterion,
-    build_metric_criterion,
-    sphereface_gamma_for,
-)
+from reid_core.book.tables import format_mean_std
 from reid_core.chapters.metric_learning.experiment import (
     angular_statistics,
     embed,
@@ -31,12 +25,6 @@ from reid_core.chapters.metric_learning.experiment import (
     relabel,
     train_embedding,
 )
-from reid_core.models.parameters import count_parameters
-from reid_core.book.tables import format_mean_std
-from reid_core.data.digits import load_digits_split
-from reid_core.models.digits_net import DigitsConvNet  # noqa: E402
-from reid_core.models.embedding_net import EmbeddingNet  # noqa: E402
-from reid_core.models.outputs import ReIDOutput  # noqa: E402
 from reid_core.chapters.metric_learning.figures import (
     plot_digit_grid,
     plot_head_parameters,
@@ -48,6 +36,19 @@ from reid_core.chapters.metric_learning.figures import (
     sphere_to_lonlat,
     unit_directions,
 )
+from reid_core.data.digits import load_digits_split
+from reid_core.engine.trainer import TrainConfig  # noqa: E402
+from reid_core.losses.metric_criterion import (
+    METRIC_LOSSES,
+    MetricCriterion,
+    build_metric_criterion,
+    sphereface_gamma_for,
+)
+from reid_core.losses.sphereface import SphereFace  # noqa: E402
+from reid_core.models.digits_net import DigitsConvNet  # noqa: E402
+from reid_core.models.embedding_net import EmbeddingNet  # noqa: E402
+from reid_core.models.outputs import ReIDOutput  # noqa: E402
+from reid_core.models.parameters import count_parameters
 
 
 # ---------------------------------------------------------------------------- models
@@ -270,8 +271,15 @@ def test_train_embedding_lowers_the_loss_and_tracks_adacos() -> None:
 def test_angular_statistics_on_hand_made_classes() -> None:
     # class 0 at +-10 degrees around the x axis, class 1 at +-10 degrees around the y axis
     a = math.radians(10)
-    feats = torch.tensor([[math.cos(a), math.sin(a), 0], [math.cos(a), -math.sin(a), 0],
-                          [math.sin(a), math.cos(a), 0], [-math.sin(a), math.cos(a), 0]], dtype=torch.float64)
+    feats = torch.tensor(
+        [
+            [math.cos(a), math.sin(a), 0],
+            [math.cos(a), -math.sin(a), 0],
+            [math.sin(a), math.cos(a), 0],
+            [-math.sin(a), math.cos(a), 0],
+        ],
+        dtype=torch.float64,
+    )
     stats = angular_statistics(feats * 3.0, np.array([0, 0, 1, 1]))  # the norm must not matter
     assert stats["intra"] == pytest.approx(10.0) and stats["inter"] == pytest.approx(90.0)
     with pytest.raises(ValueError, match="two classes"):
@@ -285,8 +293,9 @@ def test_format_mean_std() -> None:
 
 
 # ------------------------------------------------------------------------ head sizes
-@pytest.mark.parametrize("loss,extra", [("softmax", 1), ("l2_softmax", 1), ("cosface", 0), ("arcface", 0),
-                                         ("sphereface", 0), ("adacos", 0)])
+@pytest.mark.parametrize(
+    "loss,extra", [("softmax", 1), ("l2_softmax", 1), ("cosface", 0), ("arcface", 0), ("sphereface", 0), ("adacos", 0)]
+)
 def test_head_parameter_count(loss: str, extra: int) -> None:
     c, d = 7, 5
     assert head_parameter_count(loss, d, c) == c * d + extra * c
@@ -323,8 +332,9 @@ def test_plot_sphere_embeddings(projection: str) -> None:
     rng = np.random.default_rng(1)
     feats = {"a": rng.normal(size=(20, 3)), "b": rng.normal(size=(20, 3))}
     labels = np.arange(20) % 4
-    fig = plot_sphere_embeddings(feats, labels, weights={"a": rng.normal(size=(4, 3)), "b": None},
-                                 projection=projection, ncols=2)
+    fig = plot_sphere_embeddings(
+        feats, labels, weights={"a": rng.normal(size=(4, 3)), "b": None}, projection=projection, ncols=2
+    )
     assert len(fig.axes) == 2
     plt.close(fig)
     with pytest.raises(ValueError, match="labels"):

@@ -37,7 +37,9 @@ def _reference(images: np.ndarray, bins: int, stripes: int, space: str) -> np.nd
             stripe = y * stripes // h
             for x in range(w):
                 r, g, b = (int(v) for v in images[i, y, x])
-                idx = _hsv_bins(r, g, b, bins) if space == "hsv" else (r * bins // 256, g * bins // 256, b * bins // 256)
+                idx = (
+                    _hsv_bins(r, g, b, bins) if space == "hsv" else (r * bins // 256, g * bins // 256, b * bins // 256)
+                )
                 for c in range(3):
                     out[i, (stripe * 3 + c) * bins + idx[c]] += 1
         out[i] /= out[i].sum()

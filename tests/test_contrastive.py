@@ -18,11 +18,7 @@ def pair_term(a: list[float], b: list[float], dissimilar: bool, m: float) -> flo
 
 def reference_all_pairs(x: torch.Tensor, labels: torch.Tensor, m: float) -> float:
     rows, ys = x.double().tolist(), labels.tolist()
-    terms = [
-        pair_term(rows[i], rows[j], ys[i] != ys[j], m)
-        for i in range(len(rows))
-        for j in range(i + 1, len(rows))
-    ]
+    terms = [pair_term(rows[i], rows[j], ys[i] != ys[j], m) for i in range(len(rows)) for j in range(i + 1, len(rows))]
     return sum(terms) / len(terms)
 
 

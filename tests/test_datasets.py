@@ -35,11 +35,22 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (8, 4)) -> np
 def make_market(folder: Path, ext: str = ".jpg", cam_train: int = 6) -> Path:
     """A tiny Market-1501 folder; counts worked out in ``test_market_lists``."""
     names = {
-        "bounding_box_train": ["0015_c1s1_000001_01", "0002_c2s1_000002_01", "0002_c3s2_000003_01",
-                               "0007_c1s1_000004_01", f"0007_c{cam_train}s1_000005_01"],
+        "bounding_box_train": [
+            "0015_c1s1_000001_01",
+            "0002_c2s1_000002_01",
+            "0002_c3s2_000003_01",
+            "0007_c1s1_000004_01",
+            f"0007_c{cam_train}s1_000005_01",
+        ],
         "query": ["0003_c1s1_000006_00", "0003_c2s1_000007_00", "0009_c3s1_000008_00"],
-        "bounding_box_test": ["0003_c2s1_000009_01", "0003_c4s1_000010_01", "0009_c1s1_000011_01",
-                              "0000_c5s1_000012_01", "-1_c1s1_000013_01", "-1_c6s1_000014_01"],
+        "bounding_box_test": [
+            "0003_c2s1_000009_01",
+            "0003_c4s1_000010_01",
+            "0009_c1s1_000011_01",
+            "0000_c5s1_000012_01",
+            "-1_c1s1_000013_01",
+            "-1_c6s1_000014_01",
+        ],
     }
     for sub, stems in names.items():
         for i, stem in enumerate(stems):
@@ -54,8 +65,10 @@ def test_market_lists(tmp_path: Path) -> None:
     train = sorted((Path(p).name, pid, cam) for p, pid, cam in data.train)
     # original pids 2, 7, 15 -> 0, 1, 2; camera c1..c6 -> 0..5
     assert train == [
-        ("0002_c2s1_000002_01.jpg", 0, 1), ("0002_c3s2_000003_01.jpg", 0, 2),
-        ("0007_c1s1_000004_01.jpg", 1, 0), ("0007_c6s1_000005_01.jpg", 1, 5),
+        ("0002_c2s1_000002_01.jpg", 0, 1),
+        ("0002_c3s2_000003_01.jpg", 0, 2),
+        ("0007_c1s1_000004_01.jpg", 1, 0),
+        ("0007_c6s1_000005_01.jpg", 1, 5),
         ("0015_c1s1_000001_01.jpg", 2, 0),
     ]
     assert sorted((pid, cam) for _, pid, cam in data.query) == [(3, 0), (3, 1), (9, 2)]
@@ -82,8 +95,11 @@ def test_market_prints_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "# ids | # images | # cameras" in out
     assert "Thumbs.db" in out  # the non-image file is reported, not silently skipped
-    rows = {line.split("|")[0].strip(): [int(x) for x in line.split("|")[1:]]
-            for line in out.splitlines() if line.strip().startswith(("train", "query", "gallery"))}
+    rows = {
+        line.split("|")[0].strip(): [int(x) for x in line.split("|")[1:]]
+        for line in out.splitlines()
+        if line.strip().startswith(("train", "query", "gallery"))
+    }
     assert rows == {"train": [3, 5, 4], "query": [2, 3, 3], "gallery": [3, 4, 4]}
 
 
@@ -143,6 +159,7 @@ def test_duke_and_synthreid(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- CUHK03 (a): CUHK03-NP folders
+
 
 def make_cuhk03_np(root: Path, split: str) -> Path:
     folder = root / "cuhk03-np" / split
@@ -210,7 +227,8 @@ def write_v73_mat(path: Path, split: str) -> dict[str, np.ndarray]:
                         continue
                     h, w = 6 + image % 3, 4 + pid % 2
                     pixels = np.random.default_rng(pair * 1000 + pid * 10 + image).integers(
-                        0, 256, (h, w, 3), dtype=np.uint8)
+                        0, 256, (h, w, 3), dtype=np.uint8
+                    )
                     cells[image, pid - 1] = store(pixels.T)  # stored (3, W, H)
                     view = 1 if image < 5 else 2
                     expected[f"{pair}_{pid:03d}_{view}_{image + 1:02d}.png"] = pixels
@@ -221,15 +239,24 @@ def write_v73_mat(path: Path, split: str) -> dict[str, np.ndarray]:
     return expected
 
 
-def write_split_mat(path: Path, names: list[str], labels: list[int], train: list[int],
-                    query: list[int], gallery: list[int]) -> None:
+def write_split_mat(
+    path: Path, names: list[str], labels: list[int], train: list[int], query: list[int], gallery: list[int]
+) -> None:
     """A protocol split file (MATLAB v5): cell ``filelist``, ``labels``, 1-based index columns."""
     filelist = np.empty((len(names), 1), dtype=object)
     for i, name in enumerate(names):
         filelist[i, 0] = name
     column = lambda values: np.array(values, dtype=np.float64).reshape(-1, 1)  # noqa: E731
-    savemat(path, {"filelist": filelist, "labels": column(labels), "train_idx": column(train),
-                   "query_idx": column(query), "gallery_idx": column(gallery)})
+    savemat(
+        path,
+        {
+            "filelist": filelist,
+            "labels": column(labels),
+            "train_idx": column(train),
+            "query_idx": column(query),
+            "gallery_idx": column(gallery),
+        },
+    )
 
 
 def make_cuhk03_release(root: Path, split: str = "labeled") -> tuple[dict[str, np.ndarray], list[str]]:
@@ -270,7 +297,16 @@ def test_cuhk03_from_mat(tmp_path: Path) -> None:
         assert cam == int(Path(p).name.split("_")[2]) - 1  # view - 1
     # query: one per (id, view); id 21 has no view-1 image (cells 1-5 empty)
     assert sorted((pid, cam) for _, pid, cam in data.query) == [
-        (13, 0), (13, 1), (21, 1), (22, 0), (22, 1), (41, 0), (41, 1), (51, 0), (51, 1)]
+        (13, 0),
+        (13, 1),
+        (21, 1),
+        (22, 0),
+        (22, 1),
+        (41, 0),
+        (41, 1),
+        (51, 0),
+        (51, 1),
+    ]
     assert len(data.gallery) == 4 * 10 + 5 - 9  # test images minus queries
     assert data.num_gallery_pids == 5
 
@@ -299,8 +335,9 @@ def test_cuhk03_mat_errors(tmp_path: Path) -> None:
 
 def test_cuhk03_split_file_with_bad_name(tmp_path: Path) -> None:
     make_cuhk03_release(tmp_path)
-    write_split_mat(tmp_path / "cuhk03_new_protocol_config_labeled.mat",
-                    ["1_001_1_01.png", "foo.png"], [1, 2], [1], [2], [2])
+    write_split_mat(
+        tmp_path / "cuhk03_new_protocol_config_labeled.mat", ["1_001_1_01.png", "foo.png"], [1, 2], [1], [2], [2]
+    )
     with pytest.raises(DatasetLayoutError, match="foo.png") as info:
         CUHK03(tmp_path, verbose=False)
     assert "cuhk03_new_protocol_config_labeled.mat" in str(info.value)
@@ -308,19 +345,32 @@ def test_cuhk03_split_file_with_bad_name(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- MSMT17
 
+
 def make_msmt17(root: Path, version: str = "v1") -> Path:
     folder = root / ("MSMT17_V1" if version == "v1" else "MSMT17_V2")
     train_dir, test_dir = ("train", "test") if version == "v1" else ("mask_train_v2", "mask_test_v2")
     lists = {
-        "list_train.txt": (train_dir, [("0000/0000_000_01_0303morning_0015_0.jpg", 0),
-                                       ("0000/0000_001_05_0303morning_0016_0.jpg", 0),
-                                       ("0003/0003_000_15_0113noon_0001_1.jpg", 3)]),
+        "list_train.txt": (
+            train_dir,
+            [
+                ("0000/0000_000_01_0303morning_0015_0.jpg", 0),
+                ("0000/0000_001_05_0303morning_0016_0.jpg", 0),
+                ("0003/0003_000_15_0113noon_0001_1.jpg", 3),
+            ],
+        ),
         "list_val.txt": (train_dir, [("0001/0001_000_02_0302afternoon_0100_0.jpg", 1)]),
-        "list_query.txt": (test_dir, [("0000/0000_000_03_0114noon_0002_0.jpg", 0),
-                                      ("0002/0002_000_04_0114noon_0003_0.jpg", 2)]),
-        "list_gallery.txt": (test_dir, [("0000/0000_001_07_0114noon_0004_0.jpg", 0),
-                                        ("0002/0002_001_09_0114noon_0005_0.jpg", 2),
-                                        ("0005/0005_000_10_0114noon_0006_0.jpg", 5)]),
+        "list_query.txt": (
+            test_dir,
+            [("0000/0000_000_03_0114noon_0002_0.jpg", 0), ("0002/0002_000_04_0114noon_0003_0.jpg", 2)],
+        ),
+        "list_gallery.txt": (
+            test_dir,
+            [
+                ("0000/0000_001_07_0114noon_0004_0.jpg", 0),
+                ("0002/0002_001_09_0114noon_0005_0.jpg", 2),
+                ("0005/0005_000_10_0114noon_0006_0.jpg", 5),
+            ],
+        ),
     }
     for list_name, (sub, lines) in lists.items():
         for i, (rel, _) in enumerate(lines):
@@ -368,6 +418,7 @@ def test_msmt17_errors(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ registry
+
 
 def test_registry(tmp_path: Path) -> None:
     assert set(DATASETS) == {"market1501", "dukemtmcreid", "cuhk03", "msmt17", "synthreid"}

@@ -19,15 +19,14 @@ import functools
 import importlib
 import re
 import sys
-import tomllib
 from dataclasses import dataclass
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-
+import tomllib
 from conftest import ROOT
+from packaging.requirements import Requirement
 
 PACKAGE = ROOT / "reid_core"
 
@@ -57,9 +56,13 @@ def _import_sites(source: Path) -> list[ImportSite]:
                 sites.extend(ImportSite(a.name.split(".")[0], rel, child.lineno, not in_function) for a in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 sites.append(ImportSite(child.module.split(".")[0], rel, child.lineno, not in_function))
-            elif (isinstance(child, ast.Call) and isinstance(child.func, ast.Name)
-                  and child.func.id == "require_optional" and len(child.args) == 2
-                  and all(isinstance(a, ast.Constant) for a in child.args)):
+            elif (
+                isinstance(child, ast.Call)
+                and isinstance(child.func, ast.Name)
+                and child.func.id == "require_optional"
+                and len(child.args) == 2
+                and all(isinstance(a, ast.Constant) for a in child.args)
+            ):
                 module, extra = (a.value for a in child.args)  # type: ignore[attr-defined]
                 sites.append(ImportSite(module.split(".")[0], rel, child.lineno, False, extra))
             visit(child, inside)
@@ -68,11 +71,14 @@ def _import_sites(source: Path) -> list[ImportSite]:
     return sites
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _third_party_sites() -> list[ImportSite]:
     sites = [s for path in sorted(PACKAGE.rglob("*.py")) for s in _import_sites(path)]
-    return [s for s in sites if s.module not in sys.stdlib_module_names and s.module != "reid_core"
-            and s.module != "__future__"]
+    return [
+        s
+        for s in sites
+        if s.module not in sys.stdlib_module_names and s.module != "reid_core" and s.module != "__future__"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +89,24 @@ def project() -> dict:
 @pytest.fixture(scope="module")
 def requirements(project: dict) -> tuple[dict[str, Requirement], dict[str, dict[str, Requirement]]]:
     core = {_normalise(Requirement(r).name): Requirement(r) for r in project["dependencies"]}
-    extras = {name: {_normalise(Requirement(r).name): Requirement(r) for r in reqs}
-              for name, reqs in project["optional-dependencies"].items()}
+    extras = {
+        name: {_normalise(Requirement(r).name): Requirement(r) for r in reqs}
+        for name, reqs in project["optional-dependencies"].items()
+    }
     return core, extras
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _distributions() -> dict[str, list[str]]:
     return packages_distributions()  # scans every installed distribution: once
 
 
 def _distribution(module: str) -> str:
     dists = _distributions().get(module)
-    assert dists, (f"module {module!r} imported by reid_core is not installed here, so its distribution is unknown; "
-                   "install the pinned requirements (requirements.txt)")
+    assert dists, (
+        f"module {module!r} imported by reid_core is not installed here, so its distribution is unknown; "
+        "install the pinned requirements (requirements.txt)"
+    )
     return _normalise(dists[0])
 
 
@@ -111,23 +121,36 @@ def test_the_walk_finds_imports_at_both_levels() -> None:
 
 def test_module_level_imports_are_core_dependencies(requirements) -> None:
     core, _ = requirements
-    missing = sorted({f"{_distribution(s.module)} ({s.file}:{s.line})" for s in _third_party_sites()
-                      if s.module_level and _distribution(s.module) not in core})
+    missing = sorted(
+        {
+            f"{_distribution(s.module)} ({s.file}:{s.line})"
+            for s in _third_party_sites()
+            if s.module_level and _distribution(s.module) not in core
+        }
+    )
     assert not missing, f"imported at module level but not in [project].dependencies: {missing}"
 
 
 def test_function_level_imports_are_declared(requirements) -> None:
     core, extras = requirements
     declared = set(core) | {name for reqs in extras.values() for name in reqs}
-    missing = sorted({f"{_distribution(s.module)} ({s.file}:{s.line})" for s in _third_party_sites()
-                      if _distribution(s.module) not in declared})
+    missing = sorted(
+        {
+            f"{_distribution(s.module)} ({s.file}:{s.line})"
+            for s in _third_party_sites()
+            if _distribution(s.module) not in declared
+        }
+    )
     assert not missing, f"imported by reid_core but declared nowhere in pyproject.toml: {missing}"
 
 
 def test_require_optional_names_the_right_extra(requirements) -> None:
     _, extras = requirements
-    wrong = [f"{s.file}:{s.line} require_optional({s.module!r}, {s.extra!r})" for s in _third_party_sites()
-             if s.extra is not None and _distribution(s.module) not in extras.get(s.extra, {})]
+    wrong = [
+        f"{s.file}:{s.line} require_optional({s.module!r}, {s.extra!r})"
+        for s in _third_party_sites()
+        if s.extra is not None and _distribution(s.module) not in extras.get(s.extra, {})
+    ]
     assert not wrong, f"these calls name an extra that does not hold the module's distribution: {wrong}"
 
 
@@ -152,8 +175,9 @@ def test_every_requirement_has_a_range_that_the_pins_satisfy(requirements) -> No
             assert operators & {">=", "~=", "=="}, f"{group}: {req} has no lower bound"
             assert operators & {"<", "<=", "~=", "=="}, f"{group}: {req} has no upper bound"
             assert name in pins, f"{group}: {name} is not pinned in requirements.txt"
-            assert req.specifier.contains(pins[name], prereleases=True), \
+            assert req.specifier.contains(pins[name], prereleases=True), (
                 f"{group}: the pin {name}=={pins[name]} lies outside {req.specifier}"
+            )
 
 
 def test_console_script_resolves(project: dict) -> None:

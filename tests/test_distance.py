@@ -11,13 +11,23 @@ import torch
 
 from reid_core.evaluation import distance
 from reid_core.evaluation.distance import (
-    compute_distance_matrix, gallery_matmul, make_distance_fn, matmul_uses_onednn, pairwise_distance, set_cpu_matmul,
+    compute_distance_matrix,
+    gallery_matmul,
+    make_distance_fn,
+    matmul_uses_onednn,
+    pairwise_distance,
+    set_cpu_matmul,
 )
 from reid_core.evaluation.rank import evaluate_features, evaluate_rank_detailed
 from reid_core.evaluation.rerank.from_features import FeatureDistances
 
-BACKENDS = ["blas", pytest.param("onednn", marks=pytest.mark.skipif(
-    not distance._onednn_usable(), reason="torch has no usable oneDNN linear kernel here"))]
+BACKENDS = [
+    "blas",
+    pytest.param(
+        "onednn",
+        marks=pytest.mark.skipif(not distance._onednn_usable(), reason="torch has no usable oneDNN linear kernel here"),
+    ),
+]
 
 
 @pytest.fixture
@@ -32,7 +42,11 @@ def restore_backend() -> Iterator[None]:
 def test_gallery_matmul_is_bias_plus_scaled_product(backend: str, alpha: float, restore_backend: None) -> None:
     set_cpu_matmul(backend)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(0)
-    x, gal, bias = torch.randn(37, 50, generator=gen), torch.randn(81, 50, generator=gen), torch.randn(81, generator=gen)
+    x, gal, bias = (
+        torch.randn(37, 50, generator=gen),
+        torch.randn(81, 50, generator=gen),
+        torch.randn(81, generator=gen),
+    )
     got = gallery_matmul(x, gal, bias, alpha=alpha)
     expected = bias.double() + alpha * (x.double() @ gal.double().T)  # worked in float64
     assert got.shape == (37, 81) and got.dtype == torch.float32
@@ -89,7 +103,9 @@ def test_evaluation_from_features_is_exact_with_ties(backend: str, restore_backe
     q_camids, g_camids = rng.integers(0, 3, 40), rng.integers(0, 3, 300)
     full = compute_distance_matrix(qf.double(), gf.double(), "sqeuclidean")  # exact integers
     expected = evaluate_rank_detailed(full, q_pids, g_pids, q_camids, g_camids, max_rank=20)
-    cmc, mean_ap = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, "sqeuclidean", max_rank=20, chunk_size=7)
+    cmc, mean_ap = evaluate_features(
+        qf, gf, q_pids, g_pids, q_camids, g_camids, "sqeuclidean", max_rank=20, chunk_size=7
+    )
     np.testing.assert_array_equal(cmc, expected.cmc)
     assert mean_ap == pytest.approx(expected.mAP, abs=1e-12)
 

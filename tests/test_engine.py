@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -146,11 +144,15 @@ def test_trainer_resume_equals_straight_run(tmp_path):
 
     first = _TinyNet()
     first.load_state_dict(init)
-    Trainer(first, _ce, _loader(), _cfg(epochs=2, optimizer="adam", lr=0.01, checkpoint_dir=str(tmp_path)), device="cpu").fit()
+    Trainer(
+        first, _ce, _loader(), _cfg(epochs=2, optimizer="adam", lr=0.01, checkpoint_dir=str(tmp_path)), device="cpu"
+    ).fit()
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["epoch"] == 2
     resumed = _TinyNet()  # different init: everything must come from the checkpoint
-    trainer = Trainer(resumed, _ce, _loader(), _cfg(epochs=4, optimizer="adam", lr=0.01, checkpoint_dir=str(tmp_path)), device="cpu")
+    trainer = Trainer(
+        resumed, _ce, _loader(), _cfg(epochs=4, optimizer="adam", lr=0.01, checkpoint_dir=str(tmp_path)), device="cpu"
+    )
     hist = trainer.fit()
     assert len(hist) == 4
     for k, v in straight.state_dict().items():

@@ -25,9 +25,7 @@ def images() -> torch.Tensor:
 
 def _net(num_branches: int, **kwargs: object) -> EnsembleNet:
     torch.manual_seed(0)
-    return EnsembleNet(
-        NUM_CLASSES, num_branches=num_branches, backbone="resnet18", reduction_dim=DIM, **kwargs
-    )
+    return EnsembleNet(NUM_CLASSES, num_branches=num_branches, backbone="resnet18", reduction_dim=DIM, **kwargs)
 
 
 @pytest.mark.parametrize("num_branches", range(1, MAX_BRANCHES + 1))

@@ -53,9 +53,16 @@ def test_bad_inputs() -> None:
 
 
 def test_claims_table() -> None:
-    claim = Claim("01_reid_basics", "BNNeck raises rank-1", "+1.0 (Luo et al., Table 3)", "rank-1",
-                  paired_difference([32.0, 43.0, 52.5], [30.0, 40.0, 50.0]))
+    claim = Claim(
+        "01_reid_basics",
+        "BNNeck raises rank-1",
+        "+1.0 (Luo et al., Table 3)",
+        "rank-1",
+        paired_difference([32.0, 43.0, 52.5], [30.0, 40.0, 50.0]),
+    )
     lines = claims_markdown([claim], with_chapter=True).splitlines()
     assert lines[0].startswith("| chapter | claim | paper |") and len(lines) == 3
-    assert lines[2].startswith("| 01_reid_basics | BNNeck raises rank-1 | +1.0 (Luo et al., Table 3) | rank-1 | +2.5 [+1.3, +3.7] | 3 |")
+    assert lines[2].startswith(
+        "| 01_reid_basics | BNNeck raises rank-1 | +1.0 (Luo et al., Table 3) | rank-1 | +2.5 [+1.3, +3.7] | 3 |"
+    )
     assert lines[2].endswith("| shown |")

@@ -76,8 +76,17 @@ def _loader(samples: int = 24) -> DataLoader:
 
 
 def _train(folder: Path, classes: int = 3, samples: int = 24, **changes: object) -> Trainer:
-    recipe = dict(epochs=2, optimizer="adam", lr=0.01, scheduler="step", milestones=(), warmup_epochs=0,
-                  progress=False, seed=0, checkpoint_dir=str(folder))
+    recipe = dict(
+        epochs=2,
+        optimizer="adam",
+        lr=0.01,
+        scheduler="step",
+        milestones=(),
+        warmup_epochs=0,
+        progress=False,
+        seed=0,
+        checkpoint_dir=str(folder),
+    )
     recipe.update(changes)
     torch.manual_seed(0)
     trainer = Trainer(_Net(classes), _ce, _loader(samples), TrainConfig(**recipe), device="cpu")
@@ -85,16 +94,22 @@ def _train(folder: Path, classes: int = 3, samples: int = 24, **changes: object)
     return trainer
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"lr": 0.05}, "recipe.lr: checkpoint 0.01, this run 0.05"),
-    ({"seed": 7}, "recipe.seed: checkpoint 0, this run 7"),
-    ({"epochs": 1}, "recipe.epochs: the checkpoint has trained 2 of 2 epochs, this run asks for 1"),
-    ({"epochs": 3, "scheduler": "cosine"}, "recipe.scheduler: checkpoint 'step', this run 'cosine'"),
-    ({"optimizer": "sgd"}, "optimizer.class: checkpoint 'Adam', this run 'SGD'"),
-    ({"classes": 5}, "model.state: 4 entries in the checkpoint, 4 in this run; first difference: "
-                     "checkpoint 'cls.weight (3, 8) float32', this run 'cls.weight (5, 8) float32'"),
-    ({"samples": 32}, "data.samples: checkpoint 24, this run 32"),
-])
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"lr": 0.05}, "recipe.lr: checkpoint 0.01, this run 0.05"),
+        ({"seed": 7}, "recipe.seed: checkpoint 0, this run 7"),
+        ({"epochs": 1}, "recipe.epochs: the checkpoint has trained 2 of 2 epochs, this run asks for 1"),
+        ({"epochs": 3, "scheduler": "cosine"}, "recipe.scheduler: checkpoint 'step', this run 'cosine'"),
+        ({"optimizer": "sgd"}, "optimizer.class: checkpoint 'Adam', this run 'SGD'"),
+        (
+            {"classes": 5},
+            "model.state: 4 entries in the checkpoint, 4 in this run; first difference: "
+            "checkpoint 'cls.weight (3, 8) float32', this run 'cls.weight (5, 8) float32'",
+        ),
+        ({"samples": 32}, "data.samples: checkpoint 24, this run 32"),
+    ],
+)
 def test_another_runs_checkpoint_is_not_resumed(tmp_path: Path, change: dict, named: str) -> None:
     """Before: lr/seed/epochs were ignored ("resumed at epoch 2", nothing trained, the first run's
     accuracy filed under the second's settings); another optimizer raised KeyError 'step', another
@@ -124,8 +139,17 @@ def test_another_dataset_of_the_same_size_is_not_resumed(tmp_path: Path) -> None
     _train(tmp_path)
     images = torch.randn(24, 3, 2, 2, generator=torch.Generator().manual_seed(1))  # not _loader's images
     other = DataLoader(TensorDataset(images, torch.arange(24) % 3), batch_size=8)
-    config = TrainConfig(epochs=2, optimizer="adam", lr=0.01, scheduler="step", milestones=(), warmup_epochs=0,
-                         progress=False, seed=0, checkpoint_dir=str(tmp_path))
+    config = TrainConfig(
+        epochs=2,
+        optimizer="adam",
+        lr=0.01,
+        scheduler="step",
+        milestones=(),
+        warmup_epochs=0,
+        progress=False,
+        seed=0,
+        checkpoint_dir=str(tmp_path),
+    )
     with pytest.raises(CheckpointMismatchError, match="data.items_sha256"):
         Trainer(_Net(), _ce, other, config, device="cpu").fit()
 
@@ -160,8 +184,17 @@ def test_a_loader_whose_length_changes_during_the_run_still_resumes(tmp_path: Pa
         torch.manual_seed(0)
         data = TensorDataset(torch.randn(24, 3, 2, 2, generator=torch.Generator().manual_seed(0)), torch.arange(24) % 3)
         loader = DataLoader(data, batch_size=8, sampler=_SamplerThatGrows())
-        config = TrainConfig(epochs=epochs, optimizer="adam", lr=0.01, scheduler="step", milestones=(), warmup_epochs=0,
-                             progress=False, seed=0, checkpoint_dir=str(tmp_path))
+        config = TrainConfig(
+            epochs=epochs,
+            optimizer="adam",
+            lr=0.01,
+            scheduler="step",
+            milestones=(),
+            warmup_epochs=0,
+            progress=False,
+            seed=0,
+            checkpoint_dir=str(tmp_path),
+        )
         trainer = Trainer(_Net(), _ce, loader, config, device="cpu")
         trainer.fit()
         return trainer
@@ -177,8 +210,10 @@ def test_the_same_run_resumes(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------- 2. misspelt and mistyped parameters
-CELL = 'profile = "synth"  # smoke | synth | paper\ndataset = "synthreid"\nseed = 0\nlr = 1e-3\noverrides = {}\n' \
-       "data_root = None\n"
+CELL = (
+    'profile = "synth"  # smoke | synth | paper\ndataset = "synthreid"\nseed = 0\nlr = 1e-3\noverrides = {}\n'
+    "data_root = None\n"
+)
 
 
 def test_unknown_parameter_lists_the_valid_ones_and_a_close_match() -> None:
@@ -192,13 +227,16 @@ def test_unknown_parameter_lists_the_valid_ones_and_a_close_match() -> None:
         check_parameters({"epochs": 1}, declared, "nb.py")
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("seed", "abc", "parameter 'seed' must be an int (its default is 0), got str 'abc'"),
-    ("seed", 2.5, "parameter 'seed' must be an int (its default is 0), got float 2.5"),
-    ("seed", True, "parameter 'seed' must be an int (its default is 0), got bool True"),
-    ("overrides", '{"epochs": 2}', "parameter 'overrides' must be a dict"),
-    ("dataset", 3, "parameter 'dataset' must be a str"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("seed", "abc", "parameter 'seed' must be an int (its default is 0), got str 'abc'"),
+        ("seed", 2.5, "parameter 'seed' must be an int (its default is 0), got float 2.5"),
+        ("seed", True, "parameter 'seed' must be an int (its default is 0), got bool True"),
+        ("overrides", '{"epochs": 2}', "parameter 'overrides' must be a dict"),
+        ("dataset", 3, "parameter 'dataset' must be a str"),
+    ],
+)
 def test_wrong_parameter_type_names_the_parameter(name: str, value: object, message: str) -> None:
     """Before: ``-p seed abc`` failed with "not all arguments converted during string formatting"."""
     with pytest.raises(TypeError) as info:
@@ -207,8 +245,11 @@ def test_wrong_parameter_type_names_the_parameter(name: str, value: object, mess
 
 
 def test_right_parameter_types_pass() -> None:
-    check_parameters({"seed": 3, "lr": 1, "overrides": {"epochs": 2}, "data_root": "/x", "profile": "paper"},
-                     parse_parameters(CELL), "nb.py")  # a float takes an int; a None default takes anything
+    check_parameters(
+        {"seed": 3, "lr": 1, "overrides": {"epochs": 2}, "data_root": "/x", "profile": "paper"},
+        parse_parameters(CELL),
+        "nb.py",
+    )  # a float takes an int; a None default takes anything
 
 
 def test_parameters_cell_must_be_literal_assignments() -> None:
@@ -221,8 +262,16 @@ def test_parameters_cell_must_be_literal_assignments() -> None:
 def test_in_notebook_check_reads_papermills_injected_cell() -> None:
     """What the notebooks call after their parameters cell (the papermill pipe's route)."""
     injected = '# Parameters\nprofile = "paper"\ndatset = "market1501"\n'
-    namespace = {"In": ["", CELL, injected, "check(globals())"], "profile": "paper", "dataset": "synthreid",
-                 "seed": 0, "lr": 1e-3, "overrides": {}, "data_root": None, "datset": "market1501"}
+    namespace = {
+        "In": ["", CELL, injected, "check(globals())"],
+        "profile": "paper",
+        "dataset": "synthreid",
+        "seed": 0,
+        "lr": 1e-3,
+        "overrides": {},
+        "data_root": None,
+        "datset": "market1501",
+    }
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['datset'\]"):
         check_injected_parameters(namespace)
     namespace.update(In=["", CELL, '# Parameters\nseed = "abc"\n', "check(globals())"], seed="abc")
@@ -232,16 +281,21 @@ def test_in_notebook_check_reads_papermills_injected_cell() -> None:
     check_injected_parameters(namespace)  # run by hand: nothing injected, nothing to check
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"epochs": "2"}, "overrides['epochs'] must be an int like the profiles' values [1, 8], got str '2'"),
-    ({"epochs": 2.5}, "overrides['epochs'] must be an int like the profiles' values [1, 8], got float 2.5"),
-    ({"flip": 1}, "overrides['flip'] must be a bool"),
-    ({"milestones": 5}, "overrides['milestones'] must be a list"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"epochs": "2"}, "overrides['epochs'] must be an int like the profiles' values [1, 8], got str '2'"),
+        ({"epochs": 2.5}, "overrides['epochs'] must be an int like the profiles' values [1, 8], got float 2.5"),
+        ({"flip": 1}, "overrides['flip'] must be a bool"),
+        ({"milestones": 5}, "overrides['milestones'] must be a list"),
+    ],
+)
 def test_override_keeps_the_type_of_the_setting(overrides: dict, message: str) -> None:
     """Before: ``{"epochs": "2"}`` failed with "'<' not supported"; ``{"epochs": 2.5}`` ran 3 epochs."""
-    profiles = {"smoke": {"epochs": 1, "lr": 1e-3, "flip": False, "milestones": (), "max_iters": 3},
-                "synth": {"epochs": 8, "lr": 2e-3, "flip": True, "milestones": (4,), "max_iters": None}}
+    profiles = {
+        "smoke": {"epochs": 1, "lr": 1e-3, "flip": False, "milestones": (), "max_iters": 3},
+        "synth": {"epochs": 8, "lr": 2e-3, "flip": True, "milestones": (4,), "max_iters": None},
+    }
     with pytest.raises(TypeError) as info:
         select_profile(profiles, "synth", overrides)
     assert message in str(info.value)
@@ -249,14 +303,18 @@ def test_override_keeps_the_type_of_the_setting(overrides: dict, message: str) -
     assert accepted["lr"] == 1 and accepted["milestones"] == [2, 3] and accepted["max_iters"] is None
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["-p", "datset", "market1501"], "did you mean 'dataset'?"),
-    (["-p", "epochs", "1"], "unknown parameter(s) ['epochs']"),
-    (["-p", "seed", "abc"], "parameter 'seed' must be an int (its default is 0), got str 'abc'"),
-    (["-p", "overrides", '{"epochs": 2.5}', "--only", "01"], None),  # reaches the notebook: select_profile
-])
-def test_run_notebooks_checks_before_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str],
-                                             message: str | None) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-p", "datset", "market1501"], "did you mean 'dataset'?"),
+        (["-p", "epochs", "1"], "unknown parameter(s) ['epochs']"),
+        (["-p", "seed", "abc"], "parameter 'seed' must be an int (its default is 0), got str 'abc'"),
+        (["-p", "overrides", '{"epochs": 2.5}', "--only", "01"], None),  # reaches the notebook: select_profile
+    ],
+)
+def test_run_notebooks_checks_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str | None
+) -> None:
     ran: list[Path] = []
     monkeypatch.setattr(run_notebooks, "run_notebook", lambda source, *a, **k: ran.append(source))
     if message is None:
@@ -279,11 +337,14 @@ def test_run_notebooks_passes_a_parameter_only_to_the_notebooks_that_declare_it(
 def test_papermill_pipe_stops_on_a_misspelt_parameter(tmp_path: Path) -> None:
     """The README's pipe: the notebook itself rejects ``datset`` before it reads any data."""
     bin_dir = Path(sys.executable).parent
-    pipe = (f"{bin_dir / 'jupytext'} --to ipynb -o - {ROOT / 'notebooks' / '01_reid_basics.py'} | "
-            f"{bin_dir / 'papermill'} - out.ipynb -k python3 --no-progress-bar -p profile paper -p datset market1501")
+    pipe = (
+        f"{bin_dir / 'jupytext'} --to ipynb -o - {ROOT / 'notebooks' / '01_reid_basics.py'} | "
+        f"{bin_dir / 'papermill'} - out.ipynb -k python3 --no-progress-bar -p profile paper -p datset market1501"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", pipe], cwd=tmp_path, capture_output=True, text=True,
-                            env=env)
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipe], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
     assert result.returncode != 0
     assert "unknown parameter(s) ['datset']" in result.stderr and "did you mean 'dataset'?" in result.stderr
     assert not (tmp_path / "checkpoints").exists()
@@ -366,12 +427,15 @@ def test_msmt17_duplicated_line_and_byte_order_mark_are_reported(tmp_path: Path)
 
 
 # ------------------------------------------------------------------------- 5. smaller ones
-@pytest.mark.parametrize(("changes", "error", "message"), [
-    ({"checkpoint_every": 0}, ValueError, "TrainConfig.checkpoint_every must be >= 1, got 0"),
-    ({"epochs": 2.5}, TypeError, "TrainConfig.epochs must be an int, got float 2.5"),
-    ({"epochs": "2"}, TypeError, "TrainConfig.epochs must be an int, got str '2'"),
-    ({"max_iters_per_epoch": 0}, ValueError, "TrainConfig.max_iters_per_epoch must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"checkpoint_every": 0}, ValueError, "TrainConfig.checkpoint_every must be >= 1, got 0"),
+        ({"epochs": 2.5}, TypeError, "TrainConfig.epochs must be an int, got float 2.5"),
+        ({"epochs": "2"}, TypeError, "TrainConfig.epochs must be an int, got str '2'"),
+        ({"max_iters_per_epoch": 0}, ValueError, "TrainConfig.max_iters_per_epoch must be >= 1"),
+    ],
+)
 def test_train_config_is_checked_at_construction(changes: dict, error: type, message: str) -> None:
     """Before: ``checkpoint_every=0`` divided by zero after a whole epoch."""
     with pytest.raises(error) as info:
@@ -391,8 +455,9 @@ def test_a_killed_saves_temporary_file_is_removed_at_the_next_start(tmp_path: Pa
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_book_force_0_does_not_force() -> None:
     def dry_run(force: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", "-n", "-C", str(ROOT), "notebooks", f"FORCE={force}"], capture_output=True,
-                              text=True)
+        return subprocess.run(
+            ["make", "-n", "-C", str(ROOT), "notebooks", f"FORCE={force}"], capture_output=True, text=True
+        )
 
     assert "run_notebooks.py" in dry_run("0").stdout and "--force" not in dry_run("0").stdout
     assert "--force" in dry_run("1").stdout
@@ -435,8 +500,13 @@ def test_string_pids_name_the_argument() -> None:
 # ------------------------------------------------------------------ kill -9, then resume
 def _training(checkpoints: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "fault_training.py"), str(checkpoints), str(out),
-                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fault_training.py"), str(checkpoints), str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen[str]) -> str:
@@ -465,11 +535,13 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.T
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["iteration:15", "save:2"])  # 6 iterations an epoch: 15 is in epoch 3
-def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, fault: str,
-                                                            uninterrupted: dict[str, torch.Tensor]) -> None:
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(
+    tmp_path: Path, fault: str, uninterrupted: dict[str, torch.Tensor]
+) -> None:
     checkpoints, signal_file = tmp_path / "checkpoints", tmp_path / "hanging"
-    _kill_when_hanging(_training(checkpoints, tmp_path / "never.pt", "--hang", fault, "--signal", str(signal_file)),
-                       signal_file)
+    _kill_when_hanging(
+        _training(checkpoints, tmp_path / "never.pt", "--hang", fault, "--signal", str(signal_file)), signal_file
+    )
     done = load_checkpoint(checkpoints / "last.pt")["epoch"]
     temporary = [p for p in checkpoints.iterdir() if p.name != "last.pt"]
     if fault.startswith("save"):

@@ -256,9 +256,7 @@ def test_build_class_distance_euclidean_and_callable() -> None:
     reps = torch.stack([images[items[i][0]] for i in index])  # (C, 3, 4, 2)
     with torch.no_grad():
         feat = (reps.mean(dim=(2, 3)) - 0.2) / torch.sqrt(torch.tensor(1.0 + 1e-5))  # eval BN
-    expected = torch.tensor(
-        [[float(torch.linalg.vector_norm(feat[i] - feat[j])) for j in range(7)] for i in range(7)]
-    )
+    expected = torch.tensor([[float(torch.linalg.vector_norm(feat[i] - feat[j])) for j in range(7)] for i in range(7)])
     dist = build_class_distance(model, items, transform=lambda t: t, loader=images.__getitem__, seed=5, batch_size=3)
     assert dist.shape == (7, 7)
     off = ~torch.eye(7, dtype=torch.bool)

@@ -13,17 +13,40 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 PACKAGE = ROOT / "reid_core"
 FLOORS = {
-    "arrays": 0, "modes": 0, "collectives": 0,
-    "data": 1, "samplers": 1, "losses": 1, "models": 1, "alignment": 1, "evaluation": 1,
-    "engine": 2, "book": 3, "export": 3, "chapters": 4, "cli": 4, "__main__": 5,
+    "arrays": 0,
+    "modes": 0,
+    "collectives": 0,
+    "data": 1,
+    "samplers": 1,
+    "losses": 1,
+    "models": 1,
+    "alignment": 1,
+    "evaluation": 1,
+    "engine": 2,
+    "book": 3,
+    "export": 3,
+    "chapters": 4,
+    "cli": 4,
+    "__main__": 5,
 }
-FACADES = ["data", "samplers", "losses", "models", "alignment", "evaluation", "engine", "book",
-           "chapters.metric_learning", "chapters.alignedreid", "chapters.ensemblenet", "chapters.graph_sampling"]
+FACADES = [
+    "data",
+    "samplers",
+    "losses",
+    "models",
+    "alignment",
+    "evaluation",
+    "engine",
+    "book",
+    "chapters.metric_learning",
+    "chapters.alignedreid",
+    "chapters.ensemblenet",
+    "chapters.graph_sampling",
+]
 
 
 def _module_name(path: Path) -> str:
@@ -114,4 +137,6 @@ def test_nothing_points_outside_the_repository() -> None:
             if path.suffix in (".py", ".md") and path != Path(__file__):
                 text = path.read_text()
                 for name in ("papers" + ".md", "DESIGN" + ".md"):
-                    assert name not in text, f"{path.relative_to(ROOT)} refers to {name}, which is not in the repository"
+                    assert name not in text, (
+                        f"{path.relative_to(ROOT)} refers to {name}, which is not in the repository"
+                    )

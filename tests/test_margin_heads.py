@@ -44,9 +44,7 @@ def cos_of(x: list[float], w: list[float]) -> float:
     return dot / (math.sqrt(sum(a * a for a in x)) * math.sqrt(sum(b * b for b in w)))
 
 
-def reference_logits(
-    head: nn.Module, x: torch.Tensor, y: torch.Tensor | None, sphere_iter: int = 0
-) -> torch.Tensor:
+def reference_logits(head: nn.Module, x: torch.Tensor, y: torch.Tensor | None, sphere_iter: int = 0) -> torch.Tensor:
     """Per-sample, per-class logits (B, C) from the papers' formulas, as float64."""
     W = head.weight.detach().double().tolist()
     bias = head.bias.detach().double().tolist() if isinstance(head, L2Softmax) and head.bias is not None else None

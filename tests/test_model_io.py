@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reid_fixtures import HEIGHT, WIDTH, tiny_card
 
 from reid_core.engine.checkpoint import CheckpointError, save_checkpoint
 from reid_core.engine.model_card import MODEL_CARD_FORMAT, ModelCard, load_model, save_model, update_model_card
 from reid_core.models import build_model
-
-from reid_fixtures import HEIGHT, WIDTH, tiny_card
 
 
 @pytest.fixture()
@@ -22,8 +21,9 @@ def model() -> torch.nn.Module:
 
 
 def test_round_trip_rebuilds_the_same_function(model: torch.nn.Module, tmp_path: Path) -> None:
-    card = tiny_card(5, metric="cosine", normalize=True, results={"rank1": 12.5},
-                     training={"dataset": "x", "epochs": 3})
+    card = tiny_card(
+        5, metric="cosine", normalize=True, results={"rank1": 12.5}, training={"dataset": "x", "epochs": 3}
+    )
     path = save_model(model, card, tmp_path / "m.pt")
     # only plain containers and tensors: a bare weights_only load succeeds
     raw = torch.load(path, weights_only=True)

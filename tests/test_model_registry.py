@@ -30,7 +30,9 @@ def test_forward_backward_and_shapes(name: str) -> None:
         ev = model(x)
     assert type(ev) is type(out) and ev.feat.shape == out.feat.shape
     for field in ("logits", "local", "feature_map", "parts", "global_feat"):
-        assert (getattr(ev, field) is None) == (getattr(out, field) is None), f"{name}: {field} differs between train and eval"
+        assert (getattr(ev, field) is None) == (getattr(out, field) is None), (
+            f"{name}: {field} differs between train and eval"
+        )
 
 
 def test_unknown_model_lists_names() -> None:

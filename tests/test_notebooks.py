@@ -16,7 +16,6 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
-
 from conftest import NOTEBOOKS, ROOT
 
 pytestmark = pytest.mark.notebook
@@ -42,7 +41,9 @@ def test_notebook_smoke_nbval(source: Path, smoke_run: Path) -> None:
     executed = smoke_run / "executed" / f"{source.stem}.ipynb"
     assert executed.is_file(), f"papermill did not write {executed}"
     nb = nbformat.read(executed, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors, f"{executed} holds errors: {errors[:1]}"
     records = list((smoke_run / "results" / source.stem).glob("*.json"))
     assert records, f"{source.stem} wrote no results JSON under {smoke_run / 'results'}"
@@ -51,8 +52,22 @@ def test_notebook_smoke_nbval(source: Path, smoke_run: Path) -> None:
         assert record["profile"] == "smoke" and record["notebook"] == source.stem, path
         assert 0.0 <= record["rank1"] <= 100.0 and 0.0 <= record["mAP"] <= 100.0, path
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--rootdir", str(smoke_run),
-         "-o", "testpaths=", str(executed)],
-        cwd=ROOT / "notebooks", capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(smoke_run),
+            "-o",
+            "testpaths=",
+            str(executed),
+        ],
+        cwd=ROOT / "notebooks",
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"nbval failed for {executed}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"

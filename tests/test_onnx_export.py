@@ -12,11 +12,11 @@ import torch
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'reid_core[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
+from reid_fixtures import HEIGHT, WIDTH, tiny_card  # noqa: E402
+
 from reid_core.engine.model_card import load_model, save_model  # noqa: E402
 from reid_core.export import EmbeddingGraph, OnnxMismatchError, export_onnx  # noqa: E402
 from reid_core.models import build_model  # noqa: E402
-
-from reid_fixtures import HEIGHT, WIDTH, tiny_card  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -28,24 +28,96 @@ pytestmark = pytest.mark.notebook
 
 SMALL = {"pretrained": False}  # every notebook: no download
 CASES = {  # notebook -> (training dataset, overrides of the paper profile, the results' "dataset" and "test_dataset"s)
-    "01_reid_basics": ("market1501", {**SMALL, "backbone": "resnet10", "height": 32, "width": 16, "epochs": 2,
-                                      "batch_size": 8, "num_instances": 2, "warmup_epochs": 0, "milestones": [],
-                                      "max_iters": 2}, "market1501", set()),
-    "02_metric_learning": ("dukemtmcreid", {**SMALL, "toy_width": 8, "toy_epochs": 1, "toy_max_iters": 1,
-                                            "unseen_dim": 8, "unseen_epochs": 1, "unseen_seeds": [0],
-                                            "backbone": "resnet10", "embedding_dim": 16, "height": 32, "width": 16,
-                                            "batch_size": 8, "num_instances": 2, "epochs": 1, "max_iters": 1},
-                           "dukemtmcreid", set()),
-    "03_alignedreid": ("cuhk03", {**SMALL, "backbone": "resnet10", "height": 32, "width": 16, "ids_per_batch": 4,
-                                  "num_instances": 2, "epochs": 1, "max_iters_per_epoch": 1, "local_dim": 16},
-                       "cuhk03_detected", set()),
-    "04_ensemblenet": ("msmt17", {**SMALL, "backbone": "resnet18", "height": 64, "width": 32, "reduction_dim": 32,
-                                  "ids_per_batch": 4, "num_instances": 2, "epochs": 1, "max_iters_per_epoch": 1,
-                                  "activation_images": 2}, "msmt17", set()),
-    "05_graph_sampling": ("market1501", {**SMALL, "backbone": "resnet10", "height": 64, "width": 32, "neck_dim": 16,
-                                         "batch_size": 8, "num_instances": 2, "epochs": 1, "max_iters_per_epoch": 1,
-                                         "timing_classes": [4, 8], "hardness_batches": 2},
-                          "market1501", {"market1501", "msmt17", "cuhk03"}),  # trained on one, tested on three
+    "01_reid_basics": (
+        "market1501",
+        {
+            **SMALL,
+            "backbone": "resnet10",
+            "height": 32,
+            "width": 16,
+            "epochs": 2,
+            "batch_size": 8,
+            "num_instances": 2,
+            "warmup_epochs": 0,
+            "milestones": [],
+            "max_iters": 2,
+        },
+        "market1501",
+        set(),
+    ),
+    "02_metric_learning": (
+        "dukemtmcreid",
+        {
+            **SMALL,
+            "toy_width": 8,
+            "toy_epochs": 1,
+            "toy_max_iters": 1,
+            "unseen_dim": 8,
+            "unseen_epochs": 1,
+            "unseen_seeds": [0],
+            "backbone": "resnet10",
+            "embedding_dim": 16,
+            "height": 32,
+            "width": 16,
+            "batch_size": 8,
+            "num_instances": 2,
+            "epochs": 1,
+            "max_iters": 1,
+        },
+        "dukemtmcreid",
+        set(),
+    ),
+    "03_alignedreid": (
+        "cuhk03",
+        {
+            **SMALL,
+            "backbone": "resnet10",
+            "height": 32,
+            "width": 16,
+            "ids_per_batch": 4,
+            "num_instances": 2,
+            "epochs": 1,
+            "max_iters_per_epoch": 1,
+            "local_dim": 16,
+        },
+        "cuhk03_detected",
+        set(),
+    ),
+    "04_ensemblenet": (
+        "msmt17",
+        {
+            **SMALL,
+            "backbone": "resnet18",
+            "height": 64,
+            "width": 32,
+            "reduction_dim": 32,
+            "ids_per_batch": 4,
+            "num_instances": 2,
+            "epochs": 1,
+            "max_iters_per_epoch": 1,
+            "activation_images": 2,
+        },
+        "msmt17",
+        set(),
+    ),
+    "05_graph_sampling": (
+        "market1501",
+        {
+            **SMALL,
+            "backbone": "resnet10",
+            "height": 64,
+            "width": 32,
+            "neck_dim": 16,
+            "batch_size": 8,
+            "num_instances": 2,
+            "epochs": 1,
+            "max_iters_per_epoch": 1,
+            "timing_classes": [4, 8],
+            "hardness_batches": 2,
+        },
+        "market1501",
+        {"market1501", "msmt17", "cuhk03"},
+    ),  # trained on one, tested on three
 }
 
 
@@ -62,17 +134,41 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def run_tool(folder: Path, notebook: str, dataset: str, overrides: dict, results: str = "results",
-             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    folder: Path, notebook: str, dataset: str, overrides: dict, results: str = "results", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """``tools/run_notebooks.py --profile paper`` started in ``folder`` with relative paths."""
-    cmd = [sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--profile", "paper", "--only", notebook,
-           "--out-dir", "executed", "--results-dir", results, "-p", "data_root", "tiny", "-p", "dataset", dataset,
-           "-p", "device", "cpu", "-p", "overrides", json.dumps(overrides), *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "run_notebooks.py"),
+        "--profile",
+        "paper",
+        "--only",
+        notebook,
+        "--out-dir",
+        "executed",
+        "--results-dir",
+        results,
+        "-p",
+        "data_root",
+        "tiny",
+        "-p",
+        "dataset",
+        dataset,
+        "-p",
+        "device",
+        "cpu",
+        "-p",
+        "overrides",
+        json.dumps(overrides),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=_environment())
 
 
-def check_run(folder: Path, notebook: str, dataset: str, test_datasets: set[str], overrides: dict,
-              results: str) -> None:
+def check_run(
+    folder: Path, notebook: str, dataset: str, test_datasets: set[str], overrides: dict, results: str
+) -> None:
     """The executed notebook holds no error; results JSON and checkpoints are where the README says."""
     nb = nbformat.read(folder / "executed" / f"{notebook}.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -107,13 +203,16 @@ def test_paper_profile_through_the_papermill_pipe_then_a_changed_recipe_stops(sc
     notebook = "01_reid_basics"
     dataset, overrides, record_dataset, test_datasets = CASES[notebook]
     bin_dir = Path(sys.executable).parent
-    pipe = (f"{bin_dir / 'jupytext'} --to ipynb -o - {ROOT / 'notebooks' / notebook}.py | "
-            f"{bin_dir / 'papermill'} - executed/{notebook}.ipynb -k python3 --no-progress-bar "
-            f"-p profile paper -p dataset {dataset} -p data_root tiny -p results_dir pipe_results -p device cpu "
-            f"-y '{json.dumps({'overrides': overrides})}'")
+    pipe = (
+        f"{bin_dir / 'jupytext'} --to ipynb -o - {ROOT / 'notebooks' / notebook}.py | "
+        f"{bin_dir / 'papermill'} - executed/{notebook}.ipynb -k python3 --no-progress-bar "
+        f"-p profile paper -p dataset {dataset} -p data_root tiny -p results_dir pipe_results -p device cpu "
+        f"-y '{json.dumps({'overrides': overrides})}'"
+    )
     (scratch / "executed").mkdir(exist_ok=True)
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", pipe], cwd=scratch, capture_output=True, text=True,
-                            env=_environment())
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipe], cwd=scratch, capture_output=True, text=True, env=_environment()
+    )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     check_run(scratch, notebook, record_dataset, test_datasets, overrides, "pipe_results")
     baseline = scratch / "pipe_results" / notebook / "baseline.json"

@@ -60,8 +60,20 @@ def test_chapter_01_profiles_hold_what_the_torchrun_script_reads() -> None:
     from reid_core.book.profiles import read_notebook_profiles
 
     profiles = read_notebook_profiles(ROOT / "notebooks" / "01_reid_basics.py")
-    needed = {"preset", "backbone", "pretrained", "height", "width", "epochs", "batch_size", "num_instances", "lr",
-              "warmup_epochs", "milestones", "max_iters"}
+    needed = {
+        "preset",
+        "backbone",
+        "pretrained",
+        "height",
+        "width",
+        "epochs",
+        "batch_size",
+        "num_instances",
+        "lr",
+        "warmup_epochs",
+        "milestones",
+        "max_iters",
+    }
     for name in ("smoke", "synth", "paper"):
         assert needed <= set(profiles[name]), f"{name} misses {needed - set(profiles[name])}"
     assert profiles["paper"]["batch_size"] == 64 and profiles["paper"]["num_instances"] == 4  # P=16 x K=4

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reid_fixtures import TinyWorld, tiny_world_fixture  # noqa: F401  (the tiny_world fixture)
 
 from reid_core.cli.main import main
 from reid_core.engine.evaluate import evaluate_distance
 from reid_core.engine.features import Features
 from reid_core.evaluation.protocol import ProtocolError, check_protocol
-
-from reid_fixtures import TinyWorld, tiny_world_fixture  # noqa: F401  (the tiny_world fixture)
 
 
 def brute_metrics(dist: np.ndarray, qp, gp, qc, gc, rule: bool = True) -> dict[str, float]:
@@ -185,8 +184,10 @@ def test_same_camera_matches_are_counted_and_measured(clean_set: dict) -> None:
 
 
 def test_junk_and_distractor_queries(clean_set: dict) -> None:
-    q = list(clean_set["q"]) + [(write_image(clean_set["root"] / "query" / "0000_c1_d.png", 7), 0, 0),
-                                (write_image(clean_set["root"] / "query" / "-1_c1_j.png", 8), -1, 0)]
+    q = list(clean_set["q"]) + [
+        (write_image(clean_set["root"] / "query" / "0000_c1_d.png", 7), 0, 0),
+        (write_image(clean_set["root"] / "query" / "-1_c1_j.png", 8), -1, 0),
+    ]
     g = list(clean_set["g"]) + [(write_image(clean_set["root"] / "gallery" / "-1_c2_j.png", 11), -1, 1)]
     dist = np.random.default_rng(3).random((len(q), len(g)))
     report = run_check(q, g, dist)
@@ -219,7 +220,9 @@ def test_chapter_evaluations_run_the_checks(clean_set: dict) -> None:
 
 
 def test_reid_evaluate_stops_on_a_leak(
-    tiny_world: TinyWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tiny_world: TinyWorld,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A folder test set whose gallery holds copies of its queries: exit 2, unless told to go on."""
     data = tiny_world.data

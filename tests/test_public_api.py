@@ -40,7 +40,13 @@ def test_documented_signatures() -> None:
 
 def test_heads_follow_the_shared_api() -> None:
     emb, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
-    for head in (losses.L2Softmax(8, 3), losses.SphereFace(8, 3), losses.CosFace(8, 3), losses.ArcFace(8, 3), losses.AdaCos(8, 3)):
+    for head in (
+        losses.L2Softmax(8, 3),
+        losses.SphereFace(8, 3),
+        losses.CosFace(8, 3),
+        losses.ArcFace(8, 3),
+        losses.AdaCos(8, 3),
+    ):
         assert head.weight.shape == (3, 8)
         assert head(emb, labels).shape == (6, 3) and head(emb, None).shape == (6, 3)
 

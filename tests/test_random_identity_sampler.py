@@ -45,7 +45,7 @@ def test_batches_are_p_ids_times_k(batch_size: int, k: int) -> None:
             counts = Counter(pids[batch].tolist())
             assert len(counts) == p and set(counts.values()) == {k}
             for j in range(p):  # each identity's K images are consecutive
-                assert len(set(pids[batch[j * k:(j + 1) * k]].tolist())) == 1
+                assert len(set(pids[batch[j * k : (j + 1) * k]].tolist())) == 1
     groups = [max(n // k, 1) for n in COUNTS.values()]
     assert len(sampler) == greedy_batch_count(groups, p) * batch_size
 

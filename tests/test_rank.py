@@ -105,7 +105,9 @@ def clustered_problem(noise: float, seed: int = 0, num_q: int = 120, num_g: int 
     q_camids, g_camids = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
     centres = rng.normal(size=(num_ids + 3, 32))
     qf = centres[q_pids] + rng.normal(scale=noise, size=(num_q, 32))
-    gf = np.where((g_pids > 0)[:, None], centres[np.maximum(g_pids, 0)], 0.0) + rng.normal(scale=noise, size=(num_g, 32))
+    gf = np.where((g_pids > 0)[:, None], centres[np.maximum(g_pids, 0)], 0.0) + rng.normal(
+        scale=noise, size=(num_g, 32)
+    )
     gf[g_pids <= 0] = rng.normal(scale=np.sqrt(1 + noise**2), size=(int((g_pids <= 0).sum()), 32))
     dist = compute_distance_matrix(torch.from_numpy(qf).float(), torch.from_numpy(gf).float()).numpy()
     return dist, q_pids, g_pids, q_camids, g_camids
@@ -128,7 +130,9 @@ def test_grid_resolution_changes_nothing(monkeypatch: pytest.MonkeyPatch, cells:
     monkeypatch.setattr(rank_counts, "_MIN_CELLS", cells)
     monkeypatch.setattr(rank_counts, "_MAX_CELLS", cells)
     for integer_distances in (True, False):
-        dist, q_pids, g_pids, q_camids, g_camids = random_problem(np.random.default_rng(7), 25, 90, integer_distances=integer_distances)
+        dist, q_pids, g_pids, q_camids, g_camids = random_problem(
+            np.random.default_rng(7), 25, 90, integer_distances=integer_distances
+        )
         result = evaluate_rank_detailed(dist, q_pids, g_pids, q_camids, g_camids, max_rank=20)
         assert_equals_brute_force(result, dist, q_pids, g_pids, q_camids, g_camids, 20)
     dist, q_pids, g_pids, q_camids, g_camids = clustered_problem(1.4)
@@ -213,8 +217,12 @@ def test_numpy_and_torch_inputs_agree() -> None:
     dist32 = dist.astype(np.float32)
     from_numpy = evaluate_rank_detailed(dist32, q_pids, g_pids, q_camids, g_camids, max_rank=10)
     from_torch = evaluate_rank_detailed(
-        torch.from_numpy(dist32), torch.from_numpy(q_pids), torch.from_numpy(g_pids),
-        torch.from_numpy(q_camids).int(), torch.from_numpy(g_camids).short(), max_rank=10,
+        torch.from_numpy(dist32),
+        torch.from_numpy(q_pids),
+        torch.from_numpy(g_pids),
+        torch.from_numpy(q_camids).int(),
+        torch.from_numpy(g_camids).short(),
+        max_rank=10,
     )
     np.testing.assert_array_equal(from_numpy.cmc, from_torch.cmc)
     np.testing.assert_array_equal(from_numpy.average_precision, from_torch.average_precision)
@@ -258,7 +266,9 @@ def test_chunked_callable_equals_full_matrix() -> None:
 
     for chunk_size in (1, 4, 23, 100):
         block_rows.clear()
-        chunked = evaluate_rank_detailed(dist_fn, q_pids, g_pids, q_camids, g_camids, max_rank=15, chunk_size=chunk_size)
+        chunked = evaluate_rank_detailed(
+            dist_fn, q_pids, g_pids, q_camids, g_camids, max_rank=15, chunk_size=chunk_size
+        )
         assert max(block_rows) <= chunk_size
         np.testing.assert_array_equal(chunked.cmc, full.cmc)
         np.testing.assert_array_equal(chunked.average_precision, full.average_precision)
@@ -307,7 +317,9 @@ def test_memory_error_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distance, "available_memory_bytes", lambda device="cpu": 10_000)
     monkeypatch.setattr(rank, "available_memory_bytes", lambda device="cpu": 10_000)
     dist = np.zeros((100, 200))
-    ids = dict(q_pids=np.ones(100, int), g_pids=np.ones(200, int), q_camids=np.zeros(100, int), g_camids=np.ones(200, int))
+    ids = dict(
+        q_pids=np.ones(100, int), g_pids=np.ones(200, int), q_camids=np.zeros(100, int), g_camids=np.ones(200, int)
+    )
     with pytest.raises(MemoryError, match="chunk_size"):
         evaluate_rank(dist, **ids, chunk_size=100)
     # Automatic chunking falls back to small chunks and still works.
@@ -345,7 +357,9 @@ def test_single_gallery_shot_without_choice_is_exact() -> None:
     q_pids, q_camids = rng.integers(1, 15, 10), np.where(rng.random(10) < 0.3, 1, 0)
     dist = rng.integers(0, 4, (10, 12)).astype(float)
     cmc_ref, map_ref, _ = expected_single_gallery_shot(dist, q_pids, g_pids, q_camids, g_camids, 8)
-    cmc, mAP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=8, cuhk03_single_gallery_shot=True, num_repeats=3)
+    cmc, mAP = evaluate_rank(
+        dist, q_pids, g_pids, q_camids, g_camids, max_rank=8, cuhk03_single_gallery_shot=True, num_repeats=3
+    )
     np.testing.assert_allclose(cmc, cmc_ref, atol=1e-12)
     assert mAP == pytest.approx(map_ref, abs=1e-12)
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from reid_core.evaluation.distance import pairwise_distance
-from reid_core.evaluation.rerank.k_reciprocal import RerankedTopK, re_ranking, re_ranking_from_features
 from reid_core.evaluation.rerank.from_features import FeatureDistances, feature_neighbors
+from reid_core.evaluation.rerank.k_reciprocal import RerankedTopK, re_ranking, re_ranking_from_features
 from reid_core.evaluation.rerank.neighbors import smallest_k_stable
 from reid_core.evaluation.rerank.sparse import k_reciprocal_expansion
 
@@ -68,7 +68,9 @@ def reference_re_ranking(
 
 
 # ----------------------------------------------------------------------------- data
-def clustered_features(num_query: int, num_gallery: int, dim: int, seed: int, num_ids: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def clustered_features(
+    num_query: int, num_gallery: int, dim: int, seed: int, num_ids: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters (one per identity) with continuous coordinates: no tied distances."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_ids, dim)) * 2.0
@@ -79,6 +81,7 @@ def clustered_features(num_query: int, num_gallery: int, dim: int, seed: int, nu
 
 def distance_blocks(qf: np.ndarray, gf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Euclidean (q_g, q_q, g_g) in float64, computed directly from differences."""
+
     def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 
@@ -178,14 +181,21 @@ def test_numpy_and_torch_inputs_agree(device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("metric,chunk_size", [("euclidean", 29), ("euclidean", 500), ("cosine", 32), ("sqeuclidean", 40)])
+@pytest.mark.parametrize(
+    "metric,chunk_size", [("euclidean", 29), ("euclidean", 500), ("cosine", 32), ("sqeuclidean", 40)]
+)
 def test_from_features_matches_dense(device: str, metric: str, chunk_size: int) -> None:
     qf, gf = clustered_features(23, 120, dim=16, seed=11)
     q = torch.from_numpy(qf).to(device)
     g = torch.from_numpy(gf).to(device)
     dense = re_ranking(
-        pairwise_distance(q, g, metric), pairwise_distance(q, metric=metric), pairwise_distance(g, metric=metric),
-        k1=20, k2=6, lambda_value=0.3, progress=False,
+        pairwise_distance(q, g, metric),
+        pairwise_distance(q, metric=metric),
+        pairwise_distance(g, metric=metric),
+        k1=20,
+        k2=6,
+        lambda_value=0.3,
+        progress=False,
     )
     sparse = re_ranking_from_features(q, g, 20, 6, 0.3, metric=metric, chunk_size=chunk_size, progress=False)
     torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=0)

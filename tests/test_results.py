@@ -13,12 +13,29 @@ from reid_core.engine.evaluate import metrics_from_cmc
 
 
 def test_write_and_load_roundtrip(tmp_path):
-    path = write_result(tmp_path, "01_reid_basics", "baseline", method="BoT", dataset="synthreid", profile="smoke",
-                        rank1=50.0, rank5=70.0, rank10=80.0, mAP=40.0, train_seconds=3.2, device="cpu",
-                        params={"epochs": np.int64(2)}, test_dataset="synthreid_b")
+    path = write_result(
+        tmp_path,
+        "01_reid_basics",
+        "baseline",
+        method="BoT",
+        dataset="synthreid",
+        profile="smoke",
+        rank1=50.0,
+        rank5=70.0,
+        rank10=80.0,
+        mAP=40.0,
+        train_seconds=3.2,
+        device="cpu",
+        params={"epochs": np.int64(2)},
+        test_dataset="synthreid_b",
+    )
     assert path == tmp_path / "01_reid_basics" / "baseline.json"
     record = json.loads(path.read_text())
-    assert set(RESULT_FIELDS) <= set(record) and record["params"] == {"epochs": 2} and record["test_dataset"] == "synthreid_b"
+    assert (
+        set(RESULT_FIELDS) <= set(record)
+        and record["params"] == {"epochs": 2}
+        and record["test_dataset"] == "synthreid_b"
+    )
     loaded = load_results(tmp_path)
     assert len(loaded) == 1 and loaded[0]["rank1"] == 50.0
 
@@ -44,8 +61,16 @@ def test_metrics_from_cmc():
 
 
 def test_results_page_tables_runs_beside_papers(tmp_path):
-    write_result(tmp_path, "03_alignedreid", "global", method="global only", dataset="synthreid", profile="synth",
-                 rank1=61.25, mAP=40.0)
+    write_result(
+        tmp_path,
+        "03_alignedreid",
+        "global",
+        method="global only",
+        dataset="synthreid",
+        profile="synth",
+        rank1=61.25,
+        mAP=40.0,
+    )
     page = render_results_page(load_results(tmp_path))
     assert "| global only | synthreid | synth | 61.2 |" in page  # our run, formatted
     for p in paper_results_for("alignedreid"):
@@ -55,6 +80,8 @@ def test_results_page_tables_runs_beside_papers(tmp_path):
 
 
 def test_paper_results_lookup():
-    assert all(r.work in {"basics", "metric_learning", "alignedreid", "ensemblenet", "graph_sampling"} for r in PAPER_RESULTS)
+    assert all(
+        r.work in {"basics", "metric_learning", "alignedreid", "ensemblenet", "graph_sampling"} for r in PAPER_RESULTS
+    )
     with pytest.raises(ValueError, match="valid"):
         paper_results_for("nope")

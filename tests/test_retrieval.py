@@ -14,7 +14,9 @@ from reid_core.evaluation.retrieval import build_index, evaluate_topk, recall_at
 pytest.importorskip("faiss")
 
 
-def clustered_features(num: int, dim: int = 16, num_clusters: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_features(
+    num: int, dim: int = 16, num_clusters: int = 20, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian clusters (easy data for approximate search) and each point's cluster."""
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(num_clusters, dim, generator=gen) * 4
@@ -27,7 +29,9 @@ def test_flat_search_equals_brute_force(metric: str) -> None:
     gen = torch.Generator().manual_seed(1)
     gallery, queries = torch.randn(400, 12, generator=gen), torch.randn(30, 12, generator=gen)
     dist, idx = search(build_index(gallery, "flat", metric), queries, k=15)
-    ref_dist, ref_idx = torch.topk(pairwise_distance(queries.double(), gallery.double(), metric), 15, dim=1, largest=False)
+    ref_dist, ref_idx = torch.topk(
+        pairwise_distance(queries.double(), gallery.double(), metric), 15, dim=1, largest=False
+    )
     assert dist.dtype == torch.float32 and idx.dtype == torch.int64
     torch.testing.assert_close(idx, ref_idx)
     torch.testing.assert_close(dist.double(), ref_dist, atol=1e-4, rtol=1e-4)  # not squared
@@ -78,7 +82,9 @@ def test_topk_with_k_equal_gallery_matches_evaluate_rank(seed: int) -> None:
     # Hand the full ranking over in a shuffled column order: evaluate_topk must restore the
     # (distance, index) order itself.
     perm = np.stack([rng.permutation(num_g) for _ in range(num_q)])  # (Q, G)
-    cmc, mAP = evaluate_topk(np.take_along_axis(dist, perm, 1), perm, q_pids, g_pids, q_camids, g_camids, max_rank=num_g)
+    cmc, mAP = evaluate_topk(
+        np.take_along_axis(dist, perm, 1), perm, q_pids, g_pids, q_camids, g_camids, max_rank=num_g
+    )
     np.testing.assert_allclose(cmc, cmc_ref, atol=1e-12)
     assert mAP == pytest.approx(map_ref, abs=1e-12)
 
@@ -95,7 +101,9 @@ def test_topk_cmc_matches_evaluate_rank_up_to_k() -> None:
     dropped = (g_pids[idx.numpy()] == q_pids[:, None]) & (g_camids[idx.numpy()] == q_camids[:, None])
     max_rank = k - int(dropped.sum(1).max())
     assert max_rank >= 10
-    cmc_ref, _ = evaluate_rank(pairwise_distance(queries, gallery), q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    cmc_ref, _ = evaluate_rank(
+        pairwise_distance(queries, gallery), q_pids, g_pids, q_camids, g_camids, max_rank=max_rank
+    )
     cmc, _ = evaluate_topk(dist, idx, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
     np.testing.assert_allclose(cmc, cmc_ref, atol=1e-12)
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid_core.data.synthreid.world import SPLIT_DIRS, SynthReIDInfo, ensure_synthreid, render_synthreid
 from reid_core.data.synthreid.config import SynthReIDConfig
 from reid_core.data.synthreid.identities import ATTRIBUTE_GROUPS, GLOBAL_GROUPS, LOCAL_GROUPS, SHARED_FIELDS
 from reid_core.data.synthreid.plan import plan_synthreid
 from reid_core.data.synthreid.render import render_image
+from reid_core.data.synthreid.world import SPLIT_DIRS, SynthReIDInfo, ensure_synthreid, render_synthreid
 
 NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 PARSE = re.compile(r"([-\d]+)_c(\d)")  # the readers' regex (the book page ``book/datasets.md``)
@@ -32,8 +32,11 @@ def _parse(folder: Path) -> list[tuple[str, int, int]]:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for d in SPLIT_DIRS.values() for p in sorted((root / d).iterdir())}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for d in SPLIT_DIRS.values()
+        for p in sorted((root / d).iterdir())
+    }
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +110,7 @@ def test_deterministic_and_seed_dependent(tmp_path: Path, world: SynthReIDInfo) 
 
 
 def _background_stats(style: str) -> np.ndarray:
-    cfg = SynthReIDConfig(num_ids=6, num_cameras=3, images_per_id=4, style=style, seed=0,
-                          occlusion_prob=0.0)
+    cfg = SynthReIDConfig(num_ids=6, num_cameras=3, images_per_id=4, style=style, seed=0, occlusion_prob=0.0)
     plan = plan_synthreid(cfg)
     people = {i.pid: i.member.pedestrian for i in plan.identities}
     pixels = []
@@ -128,8 +130,16 @@ def test_styles_differ_in_background_statistics() -> None:
 
 def _head_positions(misalignment: float) -> tuple[np.ndarray, np.ndarray]:
     """Top row of each person and the mean column of its top 6 rows (the head), from masks."""
-    cfg = SynthReIDConfig(num_ids=8, num_cameras=3, images_per_id=5, seed=1, occlusion_prob=0.0,
-                          misalignment=misalignment, num_distractors=0, num_junk=0)
+    cfg = SynthReIDConfig(
+        num_ids=8,
+        num_cameras=3,
+        images_per_id=5,
+        seed=1,
+        occlusion_prob=0.0,
+        misalignment=misalignment,
+        num_distractors=0,
+        num_junk=0,
+    )
     plan = plan_synthreid(cfg)
     people = {i.pid: i.member.pedestrian for i in plan.identities}
     tops, cols = [], []
@@ -154,23 +164,36 @@ def test_misalignment_zero_centres_and_one_spreads() -> None:
 def test_one_knob_changes_only_its_cause() -> None:
     base = plan_synthreid(SynthReIDConfig(num_ids=6, seed=2, misalignment=0.5))
     off = plan_synthreid(SynthReIDConfig(num_ids=6, seed=2, misalignment=0.0))
-    assert [(s.filename, s.view, s.phase, s.occluder) for s in base.images] == \
-           [(s.filename, s.view, s.phase, s.occluder) for s in off.images]
+    assert [(s.filename, s.view, s.phase, s.occluder) for s in base.images] == [
+        (s.filename, s.view, s.phase, s.occluder) for s in off.images
+    ]
     assert all(s.shift_x == 0 and s.shift_y == 0 and s.scale == 1 for s in off.images if s.subject == "identity")
     assert any(s.shift_x != 0 for s in base.images)
     neutral = plan_synthreid(SynthReIDConfig(num_ids=6, seed=2, camera_shift=0.0, blur=0.0, resolution_drop=0.0))
     for cam in neutral.cameras:
         assert cam.gains == (1.0, 1.0, 1.0) and cam.brightness == 1.0 and cam.contrast == 1.0
         assert cam.blur_sigma == 0.0 and cam.resolution_factor == 1.0
-    assert {s.view for s in plan_synthreid(SynthReIDConfig(num_ids=6, viewpoint=0.0)).images
-            if s.subject == "identity"} == {"front"}
+    assert {
+        s.view for s in plan_synthreid(SynthReIDConfig(num_ids=6, viewpoint=0.0)).images if s.subject == "identity"
+    } == {"front"}
 
 
 @pytest.mark.parametrize("local_fraction", [0.0, 0.5, 1.0])
 def test_lookalike_families(tmp_path: Path, local_fraction: float) -> None:
-    info = render_synthreid(tmp_path / "f", num_ids=24, num_cameras=2, images_per_id=3, seed=5,
-                            lookalike_family_size=4, lookalike_max_diffs=2, num_distractors=0,
-                            num_junk=0, local_part_only_fraction=local_fraction, workers=1, progress=False)
+    info = render_synthreid(
+        tmp_path / "f",
+        num_ids=24,
+        num_cameras=2,
+        images_per_id=3,
+        seed=5,
+        lookalike_family_size=4,
+        lookalike_max_diffs=2,
+        num_distractors=0,
+        num_junk=0,
+        local_part_only_fraction=local_fraction,
+        workers=1,
+        progress=False,
+    )
     group_of = {key: g for g, keys in ATTRIBUTE_GROUPS.items() for key in keys}
     by_pid = {i["pid"]: i for i in info.identities}
     assert len(info.families) == 6  # 12 train + 12 test ids in families of 4
@@ -203,8 +226,9 @@ def test_lookalike_families(tmp_path: Path, local_fraction: float) -> None:
 
 
 def test_no_families_when_size_one(tmp_path: Path) -> None:
-    info = render_synthreid(tmp_path / "s", num_ids=6, num_cameras=2, images_per_id=3,
-                            lookalike_family_size=1, workers=1, progress=False)
+    info = render_synthreid(
+        tmp_path / "s", num_ids=6, num_cameras=2, images_per_id=3, lookalike_family_size=1, workers=1, progress=False
+    )
     assert len(info.families) == 6
     assert all(not i["differs_from_base"] for i in info.identities)
 

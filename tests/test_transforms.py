@@ -67,14 +67,18 @@ def test_pad_and_crop_is_a_shift_with_zero_border() -> None:
     image = random_uint8(16, 8)
     pad = 3
     padded = torch.zeros(3, 16 + 2 * pad, 8 + 2 * pad, dtype=torch.uint8)
-    padded[:, pad:pad + 16, pad:pad + 8] = image
+    padded[:, pad : pad + 16, pad : pad + 8] = image
     transform = build_transforms(16, 8, is_train=True, flip_p=0.0, pad=pad, random_erasing_p=0.0)
     offsets = set()
     torch.manual_seed(0)
     for _ in range(40):
         out = transform(image)
-        matches = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                   if torch.allclose(out, normalise_by_formula(padded[:, dy:dy + 16, dx:dx + 8]).float(), atol=1e-5)]
+        matches = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.allclose(out, normalise_by_formula(padded[:, dy : dy + 16, dx : dx + 8]).float(), atol=1e-5)
+        ]
         assert len(matches) == 1
         offsets.add(matches[0])
     assert len(offsets) > 5  # the crop position is random
@@ -85,7 +89,7 @@ def is_rectangle(mask: torch.Tensor) -> tuple[int, int] | None:
     rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
     if len(rows) == 0:
         return None
-    box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     return (box.shape[0], box.shape[1]) if bool(box.all()) and int(mask.sum()) == box.numel() else None
 
 

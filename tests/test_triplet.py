@@ -34,9 +34,7 @@ def reference_batch_hard(
     losses = []
     for a in range(len(rows)):
         # p ranges over all images of the anchor's identity, the anchor included (D_aa = 0).
-        hardest_pos = max(
-            dist(rows[a], rows[p], metric) if p != a else 0.0 for p in range(len(rows)) if ys[p] == ys[a]
-        )
+        hardest_pos = max(dist(rows[a], rows[p], metric) if p != a else 0.0 for p in range(len(rows)) if ys[p] == ys[a])
         negs = [dist(rows[a], rows[n], metric) for n in range(len(rows)) if ys[n] != ys[a]]
         if negs:
             losses.append(hinge(hardest_pos - min(negs), margin, soft))

@@ -72,8 +72,9 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def path_replacements(parameters: dict[str, Any], root: Path, home: Path | None = None,
-                      extra: Iterable[str] = ()) -> list[tuple[str, str]]:
+def path_replacements(
+    parameters: dict[str, Any], root: Path, home: Path | None = None, extra: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """``(absolute, portable)`` pairs to rewrite in a notebook, the longest (most specific) first.
 
     The absolute paths are the run's path-valued parameters (nested ones too), ``extra`` (the
@@ -95,8 +96,11 @@ def scrub_text(text: str, replacements: list[tuple[str, str]]) -> str:
     A path may follow an ANSI colour code (``\\x1b[0;32m``), as in IPython's tracebacks.
     """
     for old, new in replacements:
-        text = re.sub(r"(?:(?<![\w.\-])|(?<=\x1b\[\dm)|(?<=;\d\dm))" + re.escape(old) + r"(?![\w.\-])",
-                      new.replace("\\", r"\\"), text)
+        text = re.sub(
+            r"(?:(?<![\w.\-])|(?<=\x1b\[\dm)|(?<=;\d\dm))" + re.escape(old) + r"(?![\w.\-])",
+            new.replace("\\", r"\\"),
+            text,
+        )
     return text
 
 
@@ -146,8 +150,10 @@ def parameter_defaults(nb: nbformat.NotebookNode) -> dict[str, Any]:
 def _papermill(nb: nbformat.NotebookNode, name: str) -> dict[str, Any]:
     meta = nb.metadata.get("papermill")
     if not meta or "parameters" not in meta:
-        raise ValueError(f"{name}: no papermill metadata (metadata.papermill.parameters); "
-                         "execute it with tools/run_notebooks.py, not by hand")
+        raise ValueError(
+            f"{name}: no papermill metadata (metadata.papermill.parameters); "
+            "execute it with tools/run_notebooks.py, not by hand"
+        )
     return meta
 
 
@@ -254,10 +260,18 @@ def chapter_run(nb: nbformat.NotebookNode, name: str) -> ChapterRun:
         raise ValueError(f"{name}: papermill recorded no duration/start_time: did its run finish?")
     stamp = nb.metadata.get(STAMP_KEY, {})
     machine, torch_version = describe_hardware(stamp.get("hardware"))
-    return ChapterRun(name=name, title=chapter_title(nb, name), profile=str(meta["parameters"].get("profile", "?")),
-                      parameters=dict(meta["parameters"]), defaults=parameter_defaults(nb),
-                      seconds=float(meta["duration"]), started=str(meta["start_time"]), hardware=machine,
-                      torch=torch_version, source_sha256=stamp.get("source_sha256"))
+    return ChapterRun(
+        name=name,
+        title=chapter_title(nb, name),
+        profile=str(meta["parameters"].get("profile", "?")),
+        parameters=dict(meta["parameters"]),
+        defaults=parameter_defaults(nb),
+        seconds=float(meta["duration"]),
+        started=str(meta["start_time"]),
+        hardware=machine,
+        torch=torch_version,
+        source_sha256=stamp.get("source_sha256"),
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -282,6 +296,7 @@ RUN_COLUMNS = ["profile", "run time", "hardware", "torch", "date"]
 def _table(header: list[str], rows: list[list[str]]) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -317,8 +332,11 @@ def rerun_command(run: ChapterRun) -> str:
             args.append("-y " + shlex.quote(f"{key}: {json.dumps(value)}"))
         else:
             args.append(f"-p {key} {shlex.quote(str(value))}")
-    lines = ["mkdir -p runs", f"jupytext --to ipynb -o - {NOTEBOOK_DIR}/{run.name}.py \\",
-             f"  | papermill - runs/{run.name}.ipynb -k python3 --cwd {NOTEBOOK_DIR}"]
+    lines = [
+        "mkdir -p runs",
+        f"jupytext --to ipynb -o - {NOTEBOOK_DIR}/{run.name}.py \\",
+        f"  | papermill - runs/{run.name}.ipynb -k python3 --cwd {NOTEBOOK_DIR}",
+    ]
     if args:
         lines[-1] += " \\"
         lines.append("      " + " ".join(args))
@@ -333,16 +351,27 @@ def chapter_header(run: ChapterRun, downloads: dict[str, str], source_changed: b
         downloads: ``{"py": path, "ipynb": path}``, relative to the chapter's page.
         source_changed: the ``.py`` has changed since the run (its download is the newer source).
     """
-    lines = [":::{admonition} This chapter's run, and how to run it yourself", ":class: note run-info", "",
-             run_table([run]), "",
-             f"Download the notebook: {{download}}`{run.name}.py <{downloads['py']}>` (jupytext source) or "
-             f"{{download}}`{run.name}.ipynb <{downloads['ipynb']}>` (executed, with the outputs shown here).",
-             ""]
+    lines = [
+        ":::{admonition} This chapter's run, and how to run it yourself",
+        ":class: note run-info",
+        "",
+        run_table([run]),
+        "",
+        f"Download the notebook: {{download}}`{run.name}.py <{downloads['py']}>` (jupytext source) or "
+        f"{{download}}`{run.name}.ipynb <{downloads['ipynb']}>` (executed, with the outputs shown here).",
+        "",
+    ]
     if source_changed:
         lines += ["The source has changed since this run: the `.py` is the newer version.", ""]
-    lines += ["Run it again with papermill, from the repository root in its `.venv` (or "
-              f"`python tools/run_notebooks.py --profile {run.profile} --only {run.name} --force`):", "",
-              "```bash", rerun_command(run), "```", ":::"]
+    lines += [
+        "Run it again with papermill, from the repository root in its `.venv` (or "
+        f"`python tools/run_notebooks.py --profile {run.profile} --only {run.name} --force`):",
+        "",
+        "```bash",
+        rerun_command(run),
+        "```",
+        ":::",
+    ]
     return "\n".join(lines)
 
 
@@ -354,6 +383,6 @@ def insert_after_title(nb: nbformat.NotebookNode, text: str, name: str) -> None:
         lines = cell.source.split("\n")
         for i, line in enumerate(lines):
             if line.startswith("# "):
-                cell.source = "\n".join(lines[: i + 1] + ["", text, ""] + lines[i + 1:])
+                cell.source = "\n".join(lines[: i + 1] + ["", text, ""] + lines[i + 1 :])
                 return
     raise ValueError(f"{name}: no '# title' heading in any markdown cell")

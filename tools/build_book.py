@@ -117,17 +117,37 @@ def build(stage: Path, results_dir: Path, out_dir: Path, runs: list[ChapterRun])
     """Write the results page, check every toc entry exists, run jupyter-book; return the html dir."""
     page = stage / "book" / "generated" / "results.md"
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(render_results_page(load_results(results_dir)) + "\n\n" + RUN_TIMES_SECTION + "\n\n"
-                    + run_table(runs, link_dir="../executed") + "\n")
-    missing = [f for f in toc_files(stage / "_toc.yml")
-               if not any((stage / f).with_suffix(ext).is_file() for ext in (".md", ".ipynb"))]
+    page.write_text(
+        render_results_page(load_results(results_dir))
+        + "\n\n"
+        + RUN_TIMES_SECTION
+        + "\n\n"
+        + run_table(runs, link_dir="../executed")
+        + "\n"
+    )
+    missing = [
+        f
+        for f in toc_files(stage / "_toc.yml")
+        if not any((stage / f).with_suffix(ext).is_file() for ext in (".md", ".ipynb"))
+    ]
     if missing:
-        raise SystemExit(f"the book needs these pages, which are missing under {stage}: {missing}\n"
-                         "run `python tools/run_notebooks.py` first for the book/executed/ ones")
+        raise SystemExit(
+            f"the book needs these pages, which are missing under {stage}: {missing}\n"
+            "run `python tools/run_notebooks.py` first for the book/executed/ ones"
+        )
     build_dir = out_dir / "_build"
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(stage), "--path-output", str(out_dir),
-           "--all", "-W", "-n", "--keep-going"]
+    cmd = [
+        str(jb) if jb.exists() else "jupyter-book",
+        "build",
+        str(stage),
+        "--path-output",
+        str(out_dir),
+        "--all",
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
     print("$", " ".join(cmd), flush=True)
     result = subprocess.run(cmd)
     if result.returncode != 0:
@@ -167,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(out / "_build")
     runs = stage_sources(stage, Path(args.executed_dir))
     build(stage, Path(args.results_dir), out, runs)
+
 
 if __name__ == "__main__":
     main()

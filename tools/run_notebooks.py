@@ -54,8 +54,9 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def notebook_run_parameters(sources: list[Path], common: dict[str, object],
-                            texts: list[tuple[str, str]]) -> dict[Path, dict[str, object]]:
+def notebook_run_parameters(
+    sources: list[Path], common: dict[str, object], texts: list[tuple[str, str]]
+) -> dict[Path, dict[str, object]]:
     """The checked parameters of each notebook: ``common`` plus the ``-p`` ones it declares.
 
     Args:
@@ -81,8 +82,11 @@ def notebook_run_parameters(sources: list[Path], common: dict[str, object],
             elif key in known:
                 parameters[key] = parse_parameter_text(text, known[key])
             elif key not in unknown:
-                print(f"[note] {source.stem} has no parameter {key!r}; it is passed only to the notebooks that "
-                      f"declare it", flush=True)
+                print(
+                    f"[note] {source.stem} has no parameter {key!r}; it is passed only to the notebooks that "
+                    f"declare it",
+                    flush=True,
+                )
         for key in FOLDER_PARAMETERS:  # relative to where this script runs, not to notebooks/
             if isinstance(parameters.get(key), str):
                 parameters[key] = os.path.abspath(os.path.expanduser(str(parameters[key])))
@@ -138,8 +142,13 @@ def machine_hardware() -> dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_notebook(source: Path, output: Path, parameters: dict[str, object], force: bool = False,
-                 hardware: dict[str, object] | None = None) -> bool:
+def run_notebook(
+    source: Path,
+    output: Path,
+    parameters: dict[str, object],
+    force: bool = False,
+    hardware: dict[str, object] | None = None,
+) -> bool:
     """Execute one notebook; returns False when skipped because already done.
 
     ``hardware`` (default: :func:`machine_hardware`) is recorded beside the stamp in the metadata.
@@ -159,15 +168,22 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, object], forc
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(src_ipynb), str(partial), parameters=parameters, kernel_name="python3",
-                cwd=str(source.parent), progress_bar=True,
+                str(src_ipynb),
+                str(partial),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(source.parent),
+                progress_bar=True,
             )
         except papermill.PapermillExecutionError as err:
-            raise SystemExit(f"[fail] {source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}\n"
-                             f"        the executed notebook is in {partial}") from None
+            raise SystemExit(
+                f"[fail] {source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}\n"
+                f"        the executed notebook is in {partial}"
+            ) from None
         executed = nbformat.read(partial, as_version=4)
         executed.metadata[STAMP_KEY] = {
-            **stamp, "hardware": hardware if hardware is not None else machine_hardware(),
+            **stamp,
+            "hardware": hardware if hardware is not None else machine_hardware(),
             # where this machine keeps things, so that the book can hide them (tools/book_chapters.py)
             "paths": {"root": str(ROOT), "home": str(Path.home()), "python": sys.prefix},
         }
@@ -197,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     hardware = machine_hardware()
     for source in sources:
-        run_notebook(source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters[source], force=args.force,
-                     hardware=hardware)
+        run_notebook(
+            source, Path(args.out_dir) / f"{source.stem}.ipynb", parameters[source], force=args.force, hardware=hardware
+        )
     print(f"all notebooks done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -163,8 +163,8 @@ def _trace_paths(table: Tensor) -> tuple[Tensor, Tensor]:
     flat = table.reshape(-1)
     row_step = n * sy * m
     device = table.device
-    pair_offset = (
-        torch.arange(n, device=device).view(n, 1) * (sy * m) + torch.arange(m, device=device).view(1, m)
+    pair_offset = torch.arange(n, device=device).view(n, 1) * (sy * m) + torch.arange(m, device=device).view(
+        1, m
     )  # (n, m)
     i = torch.full((n, m), sx - 1, dtype=torch.long, device=device)
     j = torch.full((n, m), sy - 1, dtype=torch.long, device=device)
@@ -185,9 +185,9 @@ def _path_indicator(table: Tensor) -> Tensor:
     """(S_x, n, S_y, m) 0/1 mask of the cells on each pair's shortest path."""
     sx, n, sy, m = table.shape
     rows, cols = _trace_paths(table)  # (L, n, m)
-    pair_offset = (
-        torch.arange(n, device=table.device).view(n, 1) * (sy * m) + torch.arange(m, device=table.device).view(1, m)
-    )  # (n, m)
+    pair_offset = torch.arange(n, device=table.device).view(n, 1) * (sy * m) + torch.arange(
+        m, device=table.device
+    ).view(1, m)  # (n, m)
     index = rows * (n * sy * m) + cols * m + pair_offset  # (L, n, m)
     mask = torch.zeros(table.numel(), dtype=table.dtype, device=table.device)
     mask[index.reshape(-1)] = 1.0
@@ -315,7 +315,11 @@ def _aligned_distance(
         progress = n_total * m_total >= _PROGRESS_PAIRS
     if n_total == 0 or m_total == 0:
         empty = torch.zeros(n_total, m_total, dtype=dtype, device=x.device)
-        return (empty, torch.zeros(n_total, m_total, path_len, 2, dtype=torch.long, device=x.device)) if return_path else empty
+        return (
+            (empty, torch.zeros(n_total, m_total, path_len, 2, dtype=torch.long, device=x.device))
+            if return_path
+            else empty
+        )
     # Autocast would run the product in float16; the distance needs float32 or better.
     with torch.autocast(device_type=x.device.type, enabled=False):
         rows = _augment(x.to(dtype), "row")  # (S_x, N, D + 2)
@@ -323,9 +327,7 @@ def _aligned_distance(
         n_blk, m_blk = _block_shape(n_total, m_total, chunk_size)
         row_blocks = [rows[:, a : a + n_blk].reshape(-1, rows.shape[2]) for a in range(0, n_total, n_blk)]
         col_blocks = [cols[:, b : b + m_blk].reshape(-1, cols.shape[2]) for b in range(0, m_total, m_blk)]
-        paths = (
-            torch.empty(n_total, m_total, path_len, 2, dtype=torch.long, device=x.device) if return_path else None
-        )
+        paths = torch.empty(n_total, m_total, path_len, 2, dtype=torch.long, device=x.device) if return_path else None
         if needs_grad:
             dist = _aligned_blocks_autograd(row_blocks, col_blocks, sx, sy, paths, n_blk, m_blk, same)
         else:
@@ -384,7 +386,9 @@ def _aligned_blocks_inplace(
         _store_paths(paths, table, a0, b0)
 
     blocks = [(a, b) for b in range(len(col_blocks)) for a in range(len(row_blocks))]
-    bar = tqdm(total=len(blocks), desc="aligned distance", unit="block", disable=not progress, leave=False, mininterval=1.0)
+    bar = tqdm(
+        total=len(blocks), desc="aligned distance", unit="block", disable=not progress, leave=False, mininterval=1.0
+    )
     threads = torch.get_num_threads()
     if ref.device.type == "cpu" and threads > 1 and len(blocks) > 1:
         futures = [_cpu_workers(threads).submit(run_block, a, b) for a, b in blocks]

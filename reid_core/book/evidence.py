@@ -141,8 +141,14 @@ class Claim:
 
 def claims_markdown(claims: Sequence[Claim], with_chapter: bool = False) -> str:
     """The claims as a markdown table: claim, paper's figure, our difference with its interval, verdict."""
-    head = (["chapter"] if with_chapter else []) + ["claim", "paper", "metric", "ours: difference [95% CI]", "seeds",
-                                                    "verdict"]
+    head = (["chapter"] if with_chapter else []) + [
+        "claim",
+        "paper",
+        "metric",
+        "ours: difference [95% CI]",
+        "seeds",
+        "verdict",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in claims:
         diff = c.difference

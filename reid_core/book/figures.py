@@ -6,8 +6,8 @@ Every function returns the matplotlib ``Figure`` it drew.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,8 +24,12 @@ def load_image(path: str | Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def show_images(paths: Sequence[str | Path], titles: Sequence[str] | None = None, ncols: int = 8,
-                size: tuple[float, float] = (1.1, 2.2)) -> Figure:
+def show_images(
+    paths: Sequence[str | Path],
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    size: tuple[float, float] = (1.1, 2.2),
+) -> Figure:
     """A grid of images with optional titles."""
     n = len(paths)
     nrows = max(1, int(np.ceil(n / ncols)))
@@ -41,8 +45,15 @@ def show_images(paths: Sequence[str | Path], titles: Sequence[str] | None = None
     return fig
 
 
-def ranked_gallery(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                   g_camids: np.ndarray, query_index: int, topk: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def ranked_gallery(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    query_index: int,
+    topk: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k gallery indices of one query under the Market-1501 rule, and whether each matches."""
     d = np.asarray(distmat[query_index], dtype=np.float64)
     keep = ~((g_pids == q_pids[query_index]) & (g_camids == q_camids[query_index])) & (g_pids != -1)
@@ -50,9 +61,18 @@ def ranked_gallery(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, 
     return order, g_pids[order] == q_pids[query_index]
 
 
-def plot_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str], distmat: np.ndarray,
-                      q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
-                      query_indices: Sequence[int], topk: int = 10, row_titles: Sequence[str] | None = None) -> Figure:
+def plot_ranked_lists(
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    query_indices: Sequence[int],
+    topk: int = 10,
+    row_titles: Sequence[str] | None = None,
+) -> Figure:
     """One row per query: the query, then its top-k gallery images with green (match) / red borders."""
     distmat = np.asarray(distmat)
     rows = len(query_indices)
@@ -78,8 +98,12 @@ def plot_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str], 
     return fig
 
 
-def plot_history(histories: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = ("loss",),
-                 x: str = "epoch", logy: bool = False) -> Figure:
+def plot_history(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    keys: Sequence[str] = ("loss",),
+    x: str = "epoch",
+    logy: bool = False,
+) -> Figure:
     """Training curves: one panel per key, one line per run (``{run name: trainer history}``)."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):

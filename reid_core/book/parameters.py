@@ -131,8 +131,9 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
         try:
             default = ast.literal_eval(value)
         except ValueError as error:
-            raise ValueError(f"{where} line {node.lineno}: the value of {target.id!r} is not a literal "
-                             f"({ast.unparse(value)!r})") from error
+            raise ValueError(
+                f"{where} line {node.lineno}: the value of {target.id!r} is not a literal ({ast.unparse(value)!r})"
+            ) from error
         declared[target.id] = Parameter(target.id, default, _types_of_default(default))
     return declared
 
@@ -173,9 +174,11 @@ def _unknown_message(unknown: Sequence[str], declared: Mapping[str, Parameter], 
         close = difflib.get_close_matches(name, list(declared), n=1)
         if close:
             hints.append(f"{name!r}: did you mean {close[0]!r}?")
-    return (f"{where}: unknown parameter(s) {sorted(unknown)}; valid parameters: {list(declared)}. "
-            + (" ".join(hints) + " " if hints else "")
-            + "A profile setting (epochs, lr, ...) is changed through overrides, e.g. overrides={\"epochs\": 1}.")
+    return (
+        f"{where}: unknown parameter(s) {sorted(unknown)}; valid parameters: {list(declared)}. "
+        + (" ".join(hints) + " " if hints else "")
+        + 'A profile setting (epochs, lr, ...) is changed through overrides, e.g. overrides={"epochs": 1}.'
+    )
 
 
 def check_parameters(given: Mapping[str, Any], declared: Mapping[str, Parameter], where: str) -> None:
@@ -196,8 +199,10 @@ def check_parameters(given: Mapping[str, Any], declared: Mapping[str, Parameter]
     for name, value in given.items():
         parameter = declared[name]
         if not accepts(parameter.types, value):
-            raise TypeError(f"{where}: parameter {name!r} must be {describe_types(parameter.types)} "
-                            f"(its default is {parameter.default!r}), got {type(value).__name__} {value!r}")
+            raise TypeError(
+                f"{where}: parameter {name!r} must be {describe_types(parameter.types)} "
+                f"(its default is {parameter.default!r}), got {type(value).__name__} {value!r}"
+            )
 
 
 def _injected_names(source: str) -> list[str]:
@@ -232,8 +237,10 @@ def check_injected_parameters(namespace: Mapping[str, Any]) -> None:
     index = injected[-1]
     declared = parse_parameters(history[index - 1], where="the parameters cell") if index > 0 else {}
     if not declared:
-        raise ValueError("papermill injected parameters, but the cell run before them declares none: "
-                         "tag the notebook's first code cell 'parameters'")
+        raise ValueError(
+            "papermill injected parameters, but the cell run before them declares none: "
+            "tag the notebook's first code cell 'parameters'"
+        )
     values = {name: namespace[name] for name in declared if name in namespace}
     given = {name: namespace.get(name) for name in _injected_names(history[index])}
     check_parameters({**values, **given}, declared, where="papermill parameters")

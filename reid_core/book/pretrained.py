@@ -37,8 +37,15 @@ from reid_core.engine import CheckpointError, TrainConfig, Trainer, build_train_
 from reid_core.losses import BaselineLoss
 from reid_core.models import BaselineNet, ResNetBackbone
 
-__all__ = ["PRETRAIN_SEEDS", "TRAIN_FRACTION", "PretrainRecipe", "PRETRAIN_RECIPES", "PretrainedBackbone", "ensure_pretrained_backbone",
-           "load_pretrained_backbone"]
+__all__ = [
+    "PRETRAIN_SEEDS",
+    "TRAIN_FRACTION",
+    "PretrainRecipe",
+    "PRETRAIN_RECIPES",
+    "PretrainedBackbone",
+    "ensure_pretrained_backbone",
+    "load_pretrained_backbone",
+]
 
 PRETRAIN_SEEDS = (1001, 1002)
 """World seeds of the pretraining worlds (style a, style b): no chapter's world uses them."""
@@ -79,17 +86,35 @@ class PretrainRecipe:
     def __post_init__(self) -> None:
         if not 1 <= len(self.styles) <= len(PRETRAIN_SEEDS):
             raise ValueError(f"styles must name 1 to {len(PRETRAIN_SEEDS)} scene styles, got {self.styles!r}")
-        for name in ("height", "width", "num_ids", "images_per_id", "num_cameras", "epochs", "batch_size",
-                     "num_instances"):
+        for name in (
+            "height",
+            "width",
+            "num_ids",
+            "images_per_id",
+            "num_cameras",
+            "epochs",
+            "batch_size",
+            "num_instances",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PretrainRecipe.{name} must be a positive int, got {value!r}")
 
     def worlds(self) -> list[dict[str, Any]]:
         """The :func:`~reid_core.data.render_synthreid` arguments of each world; pretraining reads their train split."""
-        return [dict(num_ids=self.num_ids, images_per_id=self.images_per_id, num_cameras=self.num_cameras, seed=seed,
-                     style=style, train_fraction=TRAIN_FRACTION, height=2 * self.height, width=2 * self.width)
-                for style, seed in zip(self.styles, PRETRAIN_SEEDS)]
+        return [
+            dict(
+                num_ids=self.num_ids,
+                images_per_id=self.images_per_id,
+                num_cameras=self.num_cameras,
+                seed=seed,
+                style=style,
+                train_fraction=TRAIN_FRACTION,
+                height=2 * self.height,
+                width=2 * self.width,
+            )
+            for style, seed in zip(self.styles, PRETRAIN_SEEDS)
+        ]
 
     def fingerprint(self) -> str:
         """A short hash of the recipe: the cache key (any change retrains)."""
@@ -98,8 +123,9 @@ class PretrainRecipe:
 
 
 PRETRAIN_RECIPES: dict[str, PretrainRecipe] = {
-    "smoke": PretrainRecipe(num_ids=8, images_per_id=4, num_cameras=2, epochs=1, batch_size=16, max_iters=2,
-                            milestones=()),
+    "smoke": PretrainRecipe(
+        num_ids=8, images_per_id=4, num_cameras=2, epochs=1, batch_size=16, max_iters=2, milestones=()
+    ),
     "synth": PretrainRecipe(),
 }
 
@@ -135,16 +161,34 @@ def _train(recipe: PretrainRecipe, data_root: Path, device: torch.device, progre
         train = SynthReID(root, verbose=False).train
         offset = 1 + max((pid for _, pid, _ in items), default=-1)
         items += [(path, pid + offset, cam) for path, pid, cam in train]  # pids of the next world follow on
-        worlds.append({**world, "folder": root.name, "train_ids": len({pid for _, pid, _ in train}),
-                       "train_images": len(train)})
+        worlds.append(
+            {**world, "folder": root.name, "train_ids": len({pid for _, pid, _ in train}), "train_images": len(train)}
+        )
     num_ids = 1 + max(pid for _, pid, _ in items)
-    loader = build_train_loader(items, recipe.height, recipe.width, batch_size=recipe.batch_size,
-                                num_instances=recipe.num_instances, preload=True, seed=recipe.seed)
+    loader = build_train_loader(
+        items,
+        recipe.height,
+        recipe.width,
+        batch_size=recipe.batch_size,
+        num_instances=recipe.num_instances,
+        preload=True,
+        seed=recipe.seed,
+    )
     torch.manual_seed(recipe.seed)
     model = BaselineNet(num_ids, backbone=recipe.backbone, pretrained=False, last_stride=1)
-    config = TrainConfig(epochs=recipe.epochs, optimizer="adam", lr=recipe.lr, weight_decay=5e-4, scheduler="step",
-                         milestones=recipe.milestones, gamma=0.1, warmup_epochs=0, max_iters_per_epoch=recipe.max_iters,
-                         seed=recipe.seed, progress=progress)
+    config = TrainConfig(
+        epochs=recipe.epochs,
+        optimizer="adam",
+        lr=recipe.lr,
+        weight_decay=5e-4,
+        scheduler="step",
+        milestones=recipe.milestones,
+        gamma=0.1,
+        warmup_epochs=0,
+        max_iters_per_epoch=recipe.max_iters,
+        seed=recipe.seed,
+        progress=progress,
+    )
     history = Trainer(model, BaselineLoss(), loader, config, device=device).fit()
     return model, {"worlds": worlds, "identities": num_ids, "images": len(items), "final_epoch": history[-1]}
 
@@ -175,16 +219,23 @@ def ensure_pretrained_backbone(
     if weights_path.is_file() and info_path.is_file():
         provenance = json.loads(info_path.read_text())
         if provenance.get("sha256") != _sha256(weights_path):
-            raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {info_path}; "
-                                  "delete both files to pretrain again")
+            raise CheckpointError(
+                f"{weights_path} does not match the SHA-256 recorded in {info_path}; "
+                "delete both files to pretrain again"
+            )
         return PretrainedBackbone(weights_path, provenance)
     start = time.perf_counter()
     model, summary = _train(recipe, data_root, torch.device(device), progress)
     seconds = time.perf_counter() - start
     save_checkpoint({"backbone": recipe.backbone, "state_dict": model.backbone.state_dict()}, weights_path)
-    provenance = {"recipe": dataclasses.asdict(recipe), "fingerprint": recipe.fingerprint(),
-                  "sha256": _sha256(weights_path), "train_seconds": round(seconds, 1), "file": weights_path.name,
-                  **summary}
+    provenance = {
+        "recipe": dataclasses.asdict(recipe),
+        "fingerprint": recipe.fingerprint(),
+        "sha256": _sha256(weights_path),
+        "train_seconds": round(seconds, 1),
+        "file": weights_path.name,
+        **summary,
+    }
     text = json.dumps(provenance, indent=1, default=str)
     tmp = info_path.with_suffix(".json.tmp")
     tmp.write_text(text)

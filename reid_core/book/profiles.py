@@ -57,8 +57,10 @@ def select_profile(
     for key, value in overrides.items():
         types = setting_types(profiles, key)
         if not accepts(types, value):
-            raise TypeError(f"overrides[{key!r}] must be {describe_types(types)} like the profiles' values "
-                            f"{[p.get(key) for p in profiles.values()]}, got {type(value).__name__} {value!r}")
+            raise TypeError(
+                f"overrides[{key!r}] must be {describe_types(types)} like the profiles' values "
+                f"{[p.get(key) for p in profiles.values()]}, got {type(value).__name__} {value!r}"
+            )
     return {**profiles[profile], **overrides}
 
 
@@ -102,6 +104,8 @@ def _literal_recipe(node: ast.expr, path: Path, name: object) -> dict[str, Any]:
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: profile {name!r} must be a dict, got {type(recipe).__name__}")
     return recipe
+
+
 def setting_types(profiles: Mapping[str, Mapping[str, Any]], key: str) -> tuple[type, ...]:
     """The types a setting takes: those of its values in every profile (None included).
 

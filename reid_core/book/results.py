@@ -13,15 +13,27 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from reid_core.book.paper_results import PAPER_RESULTS, PaperResult
 
 __all__ = ["RESULT_FIELDS", "write_result", "load_results", "render_results_page"]
 
-RESULT_FIELDS = ("notebook", "method", "dataset", "profile", "rank1", "rank5", "rank10", "mAP",
-                 "train_seconds", "device", "params")
+RESULT_FIELDS = (
+    "notebook",
+    "method",
+    "dataset",
+    "profile",
+    "rank1",
+    "rank5",
+    "rank10",
+    "mAP",
+    "train_seconds",
+    "device",
+    "params",
+)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 # notebook stem -> (chapter title, work key in PAPER_RESULTS)
@@ -63,9 +75,20 @@ def write_result(
     for name, value in (("rank1", rank1), ("mAP", mAP), ("rank5", rank5), ("rank10", rank10)):
         if value is not None and not (0.0 <= value <= 100.0 or math.isnan(value)):
             raise ValueError(f"{name}={value} must be a percentage in [0, 100]")
-    record = {"notebook": notebook, "method": method, "dataset": dataset, "profile": profile,
-              "rank1": rank1, "rank5": rank5, "rank10": rank10, "mAP": mAP,
-              "train_seconds": float(train_seconds), "device": device, "params": dict(params or {}), **extra}
+    record = {
+        "notebook": notebook,
+        "method": method,
+        "dataset": dataset,
+        "profile": profile,
+        "rank1": rank1,
+        "rank5": rank5,
+        "rank10": rank10,
+        "mAP": mAP,
+        "train_seconds": float(train_seconds),
+        "device": device,
+        "params": dict(params or {}),
+        **extra,
+    }
     text = json.dumps(record, indent=2, sort_keys=False, default=_jsonable)
     out = Path(results_dir) / notebook / f"{run}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,27 +140,62 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
 def render_results_page(records: list[dict[str, Any]], papers: Iterable[PaperResult] = PAPER_RESULTS) -> str:
     """The results page (MyST markdown): per chapter, our runs and then the papers' numbers."""
     papers = list(papers)
-    out = ["# Results", "",
-           "Every table below is generated from the results JSON files that the notebooks write "
-           "(`results/<notebook>/<run>.json`), by `python -m reid_core.book.results`. Our runs come first; "
-           "the papers' own numbers (kept in `reid_core/paper_results.py`) follow, with their sources. "
-           "Runs on SynthReID are not comparable in absolute value with the papers' real datasets: "
-           "compare the *differences* between methods.", ""]
+    out = [
+        "# Results",
+        "",
+        "Every table below is generated from the results JSON files that the notebooks write "
+        "(`results/<notebook>/<run>.json`), by `python -m reid_core.book.results`. Our runs come first; "
+        "the papers' own numbers (kept in `reid_core/paper_results.py`) follow, with their sources. "
+        "Runs on SynthReID are not comparable in absolute value with the papers' real datasets: "
+        "compare the *differences* between methods.",
+        "",
+    ]
     for stem, (title, work) in CHAPTERS.items():
         ours = [r for r in records if r["notebook"] == stem]
         theirs = [p for p in papers if p.work == work]
         out += [f"## {title}", ""]
         if ours:
-            rows = [[r["method"], r["dataset"] + (f" → {r['test_dataset']}" if r.get("test_dataset") else ""),
-                     r["profile"], _fmt(r["rank1"]), _fmt(r["rank5"]), _fmt(r["rank10"]), _fmt(r["mAP"]),
-                     _fmt(r["train_seconds"], 0), str(r["device"])] for r in ours]
-            out += ["Our runs:", "", _table(["method", "dataset", "profile", "R1", "R5", "R10", "mAP", "train s", "device"], rows), ""]
+            rows = [
+                [
+                    r["method"],
+                    r["dataset"] + (f" → {r['test_dataset']}" if r.get("test_dataset") else ""),
+                    r["profile"],
+                    _fmt(r["rank1"]),
+                    _fmt(r["rank5"]),
+                    _fmt(r["rank10"]),
+                    _fmt(r["mAP"]),
+                    _fmt(r["train_seconds"], 0),
+                    str(r["device"]),
+                ]
+                for r in ours
+            ]
+            out += [
+                "Our runs:",
+                "",
+                _table(["method", "dataset", "profile", "R1", "R5", "R10", "mAP", "train s", "device"], rows),
+                "",
+            ]
         else:
             out += [f"No runs yet: run `notebooks/{stem}.py` (see the README).", ""]
         if theirs:
-            rows = [[p.method, f"{p.train} → {p.test}", _fmt(p.rank1), _fmt(p.mAP), "yes" if p.reranked else "no",
-                     p.source, p.note] for p in theirs]
-            out += ["The papers' numbers:", "", _table(["method", "train → test", "R1", "mAP", "re-ranked", "source", "note"], rows), ""]
+            rows = [
+                [
+                    p.method,
+                    f"{p.train} → {p.test}",
+                    _fmt(p.rank1),
+                    _fmt(p.mAP),
+                    "yes" if p.reranked else "no",
+                    p.source,
+                    p.note,
+                ]
+                for p in theirs
+            ]
+            out += [
+                "The papers' numbers:",
+                "",
+                _table(["method", "train → test", "R1", "mAP", "re-ranked", "source", "note"], rows),
+                "",
+            ]
     return "\n".join(out)
 
 

@@ -5,7 +5,7 @@ Chapters: all (their results tables).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -30,13 +30,23 @@ from reid_core.engine.loaders import build_test_loader
 from reid_core.engine.model_card import LoadedModel, load_model
 
 __all__ = [
-    "CLIError", "LabelledSets", "add_model_arguments", "atomic_write", "embed_images", "labels_from_names",
-    "list_images", "load_from_args", "read_labelled_sets", "resolve_device",
+    "CLIError",
+    "LabelledSets",
+    "add_model_arguments",
+    "atomic_write",
+    "embed_images",
+    "labels_from_names",
+    "list_images",
+    "load_from_args",
+    "read_labelled_sets",
+    "resolve_device",
 ]
 
 FOLDER_DATASET = "folder"
-FOLDER_LAYOUT = ("a folder holding query/ and gallery/ (or bounding_box_test/), and optionally "
-                 "bounding_box_train/ or train/, with images named '{pid}_c{camera}...' (e.g. 0002_c1s1_000451_03.jpg)")
+FOLDER_LAYOUT = (
+    "a folder holding query/ and gallery/ (or bounding_box_test/), and optionally "
+    "bounding_box_train/ or train/, with images named '{pid}_c{camera}...' (e.g. 0002_c1s1_000451_03.jpg)"
+)
 
 
 class CLIError(Exception):
@@ -45,8 +55,12 @@ class CLIError(Exception):
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--device`` and ``--batch-size``, shared by every verb."""
-    parser.add_argument("--model", required=True, metavar="CKPT",
-                        help="a model file written by reid_core (save_model), e.g. by chapter 01")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="CKPT",
+        help="a model file written by reid_core (save_model), e.g. by chapter 01",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
 
@@ -100,8 +114,13 @@ def labels_from_names(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray] | 
     return np.array(pids, dtype=np.int64), np.array(cams, dtype=np.int64)
 
 
-def embed_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike[str]], batch_size: int = 64,
-                 desc: str = "features", progress: bool = True) -> Tensor:
+def embed_images(
+    loaded: LoadedModel,
+    paths: Sequence[str | os.PathLike[str]],
+    batch_size: int = 64,
+    desc: str = "features",
+    progress: bool = True,
+) -> Tensor:
     """The card's embedding of every image, in order: (N, D) float32 on the CPU.
 
     Reuses the test transform and :func:`~reid_core.engine.features.extract_features` (flip
@@ -113,11 +132,21 @@ def embed_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike[str]], b
     card = loaded.card
     items: list[Item] = [(os.fspath(p), 0, 0) for p in paths]  # labels are not used here
     loader = build_test_loader(items, card.height, card.width, batch_size=batch_size, mean=card.mean, std=card.std)
-    feats = extract_features(loaded.model, loader, loaded.device, field=card.embedding_field, flip=card.flip,
-                             normalize=card.normalize, progress=progress, desc=desc).features
+    feats = extract_features(
+        loaded.model,
+        loader,
+        loaded.device,
+        field=card.embedding_field,
+        flip=card.flip,
+        normalize=card.normalize,
+        progress=progress,
+        desc=desc,
+    ).features
     if feats.dim() != 2:
-        raise CLIError(f"{loaded.path}: the embedding field {card.embedding_field!r} has shape "
-                       f"{tuple(feats.shape)}; the reid command needs one (N, D) vector per image")
+        raise CLIError(
+            f"{loaded.path}: the embedding field {card.embedding_field!r} has shape "
+            f"{tuple(feats.shape)}; the reid command needs one (N, D) vector per image"
+        )
     return feats
 
 

@@ -28,9 +28,11 @@ FORMATS = (".npz", ".parquet")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "extract", help="embed every image of a folder (npz or parquet)",
+        "extract",
+        help="embed every image of a folder (npz or parquet)",
         description="Compute the model's embedding of every image under --images (recursively) and save the "
-                    "paths and features to --out (.npz, or .parquet with pyarrow installed).")
+        "paths and features to --out (.npz, or .parquet with pyarrow installed).",
+    )
     add_model_arguments(parser)
     parser.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, metavar="FEATS", help="output file, .npz or .parquet")
@@ -52,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     names = [p.relative_to(root).as_posix() for p in paths]
     meta = {"root": str(root.resolve()), "metric": loaded.card.metric, "model": str(args.model)}
     if out.suffix == ".npz":
-        atomic_write(out, lambda h: np.savez(h, paths=np.array(names), features=feats,
-                                             **{k: np.array(v) for k, v in meta.items()}))
+        atomic_write(
+            out,
+            lambda h: np.savez(h, paths=np.array(names), features=feats, **{k: np.array(v) for k, v in meta.items()}),
+        )
     else:
         _write_parquet(out, names, feats, meta)
-    print(f"wrote {out}: {len(names)} images x {feats.shape[1]} features ({loaded.card.embedding_field}, "
-          f"flip={loaded.card.flip}, normalize={loaded.card.normalize}, metric {loaded.card.metric})")
+    print(
+        f"wrote {out}: {len(names)} images x {feats.shape[1]} features ({loaded.card.embedding_field}, "
+        f"flip={loaded.card.flip}, normalize={loaded.card.normalize}, metric {loaded.card.metric})"
+    )
     return 0
 
 

@@ -29,15 +29,24 @@ __all__ = ["build_parser", "main"]
 VERBS = {"extract": extract, "rank": rank, "evaluate": evaluate, "calibrate": calibrate, "export": export}
 # Errors caused by the input (a file, a folder, a setting, a model that does not export), reported
 # in one line without a traceback.
-USER_ERRORS = (CLIError, CheckpointError, DatasetLayoutError, ImageLoadError, FileNotFoundError, ImportError,
-               OnnxMismatchError)
+USER_ERRORS = (
+    CLIError,
+    CheckpointError,
+    DatasetLayoutError,
+    ImageLoadError,
+    FileNotFoundError,
+    ImportError,
+    OnnxMismatchError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
-        prog="reid", description="Use a trained re-ID model on your own images. Verbs: " + ", ".join(VERBS) + ".",
-        epilog="Run 'reid VERB --help' for the options of a verb.")
+        prog="reid",
+        description="Use a trained re-ID model on your own images. Verbs: " + ", ".join(VERBS) + ".",
+        epilog="Run 'reid VERB --help' for the options of a verb.",
+    )
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in VERBS.values():
         module.add_parser(subparsers)

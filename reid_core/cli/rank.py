@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 
 from reid_core.cli.common import (
-    CLIError, add_model_arguments, atomic_write, embed_images, labels_from_names, list_images, load_from_args,
+    CLIError,
+    add_model_arguments,
+    atomic_write,
+    embed_images,
+    labels_from_names,
+    list_images,
+    load_from_args,
 )
 from reid_core.cli.rank_page import RankedItem, RankedQuery, write_rank_page
 from reid_core.evaluation import compute_distance_matrix, re_ranking
@@ -26,20 +32,25 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "rank", help="rank a gallery for each query image: HTML page + CSV/JSON",
+        "rank",
+        help="rank a gallery for each query image: HTML page + CSV/JSON",
         description="Rank every image of --gallery for each image of --query and write OUT/index.html (thumbnails "
-                    "in OUT/thumbs/), OUT/topk.csv and OUT/topk.json. File names of the form "
-                    "'{pid}_c{camera}...' give green (same identity) and red borders. If the model was "
-                    "calibrated (reid calibrate), each pair is also marked same/different person.")
+        "in OUT/thumbs/), OUT/topk.csv and OUT/topk.json. File names of the form "
+        "'{pid}_c{camera}...' give green (same identity) and red borders. If the model was "
+        "calibrated (reid calibrate), each pair is also marked same/different person.",
+    )
     add_model_arguments(parser)
     parser.add_argument("--query", required=True, metavar="DIR", help="folder of query images (searched recursively)")
     parser.add_argument("--gallery", required=True, metavar="DIR", help="folder of gallery images")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--top", type=int, default=10, help="gallery images shown per query (default 10)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
-    parser.add_argument("--fpr", type=float, default=None,
-                        help="which calibrated false-positive rate decides same/different "
-                             "(default: the largest stored)")
+    parser.add_argument(
+        "--fpr",
+        type=float,
+        default=None,
+        help="which calibrated false-positive rate decides same/different (default: the largest stored)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     threshold = None
     if card.calibration is not None:
         if card.calibration["metric"] != card.metric:
-            raise CLIError(f"{args.model}: calibrated for {card.calibration['metric']} distances, but the model "
-                           f"uses {card.metric}; run reid calibrate again")
+            raise CLIError(
+                f"{args.model}: calibrated for {card.calibration['metric']} distances, but the model "
+                f"uses {card.metric}; run reid calibrate again"
+            )
         try:
             threshold = same_person_threshold(card.calibration, args.fpr)
         except ValueError as err:
@@ -72,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     top = min(args.top, len(g_paths))
     order = torch.sort(ranking, dim=1, stable=True).indices[:, :top]  # (Q, top)
 
-    queries, records, labelled = _ranked_lists(q_root, g_root, q_paths, g_paths, dist, ranking, order, threshold,
-                                               args.rerank)
+    queries, records, labelled = _ranked_lists(
+        q_root, g_root, q_paths, g_paths, dist, ranking, order, threshold, args.rerank
+    )
     summary = [
         f"model: {args.model} ({card.architecture}, {card.model_kwargs}, trained on "
         f"{card.training.get('dataset', 'unknown data')})",
@@ -84,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
         summary.append("identities: not all file names are '{pid}_c{camera}...', so borders are grey")
     note = None
     if threshold:
-        note = (f"same / different person: {card.metric} distance < {threshold[1]:.4f}, the threshold calibrated at "
-                f"false-positive rate {threshold[0]:g}"
-                + (" (on the distance before re-ranking)" if args.rerank else ""))
+        note = (
+            f"same / different person: {card.metric} distance < {threshold[1]:.4f}, the threshold calibrated at "
+            f"false-positive rate {threshold[0]:g}" + (" (on the distance before re-ranking)" if args.rerank else "")
+        )
     out = Path(args.out)
     page = write_rank_page(out, queries, summary, note)
     _write_tables(out, records, args, card.metric, threshold)
@@ -99,8 +114,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ranked_lists(
-    q_root: Path, g_root: Path, q_paths: list[Path], g_paths: list[Path], dist: torch.Tensor, ranking: torch.Tensor,
-    order: torch.Tensor, threshold: tuple[float, float] | None, rerank: bool,
+    q_root: Path,
+    g_root: Path,
+    q_paths: list[Path],
+    g_paths: list[Path],
+    dist: torch.Tensor,
+    ranking: torch.Tensor,
+    order: torch.Tensor,
+    threshold: tuple[float, float] | None,
+    rerank: bool,
 ) -> tuple[list[RankedQuery], list[dict], bool]:
     """The page's lists and the table records, from (Q, G) distances and the (Q, top) ranking order.
 
@@ -117,8 +139,11 @@ def _ranked_lists(
             g_pid = int(g_labels[0][gi]) if labelled else None
             d = float(dist[qi, gi])
             item = RankedItem(
-                path=g_paths[gi], name=g_paths[gi].relative_to(g_root).as_posix(), distance=float(ranking[qi, gi]),
-                pid=g_pid, match=(q_pid == g_pid) if labelled else None,
+                path=g_paths[gi],
+                name=g_paths[gi].relative_to(g_root).as_posix(),
+                distance=float(ranking[qi, gi]),
+                pid=g_pid,
+                match=(q_pid == g_pid) if labelled else None,
                 same_person=(d < threshold[1]) if threshold else None,
             )
             ranked.append(item)
@@ -136,12 +161,23 @@ def _ranked_lists(
     return queries, records, labelled
 
 
-def _write_tables(out: Path, records: list[dict], args: argparse.Namespace, metric: str,
-                  threshold: tuple[float, float] | None) -> None:
+def _write_tables(
+    out: Path, records: list[dict], args: argparse.Namespace, metric: str, threshold: tuple[float, float] | None
+) -> None:
     """``topk.json`` (nested) and ``topk.csv`` (one row per query and rank)."""
-    meta = {"model": str(args.model), "metric": metric, "rerank": bool(args.rerank), "top": args.top,
-            "threshold": {"target_fpr": threshold[0], "threshold": threshold[1],
-                          "rule": "same person iff distance < threshold"} if threshold else None}
+    meta = {
+        "model": str(args.model),
+        "metric": metric,
+        "rerank": bool(args.rerank),
+        "top": args.top,
+        "threshold": {
+            "target_fpr": threshold[0],
+            "threshold": threshold[1],
+            "rule": "same person iff distance < threshold",
+        }
+        if threshold
+        else None,
+    }
     text = json.dumps({**meta, "queries": records}, indent=1)
     atomic_write(out / "topk.json", lambda h: h.write(text.encode()))
     fields = ["query", "rank", "gallery", "distance"]

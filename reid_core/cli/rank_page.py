@@ -19,9 +19,9 @@ import base64
 import hashlib
 import html
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 from tqdm import tqdm
@@ -114,8 +114,10 @@ def _script_hash(script: str) -> str:
 def _figure(kind: str, thumb: str, name: str, caption_lines: Sequence[str], css: str = "") -> str:
     """One thumbnail with its caption; ``name`` is plain text, ``caption_lines`` are already-escaped HTML."""
     caption = "<br>".join(caption_lines)
-    return (f'<figure class="{kind} {css}"><img class="thumb" src="{html.escape(thumb)}" alt="{html.escape(name)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure class="{kind} {css}"><img class="thumb" src="{html.escape(thumb)}" alt="{html.escape(name)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def write_rank_page(
@@ -167,14 +169,18 @@ def write_rank_page(
             css = {True: "match", False: "nonmatch", None: "unknown"}[item.match]
             cells.append(_figure("gallery", thumb(item.path), item.name, lines, css))
         rows.append(f'<div class="row">{"".join(cells)}</div>')
-    csp = (f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src '{_script_hash(_SCRIPT)}'; "
-           "base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src '{_script_hash(_SCRIPT)}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
     header = "".join(f"<p>{esc(line)}</p>" for line in summary)
     if threshold_note:
         header += f"<p>{esc(threshold_note)}</p>"
-    legend = ('<p class="legend"><span style="border-color:#1a9e3a">same identity (from file names)</span>'
-              '<span style="border-color:#d62728">other identity</span>'
-              '<span style="border-color:#999">identity unknown</span></p>')
+    legend = (
+        '<p class="legend"><span style="border-color:#1a9e3a">same identity (from file names)</span>'
+        '<span style="border-color:#d62728">other identity</span>'
+        '<span style="border-color:#999">identity unknown</span></p>'
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -21,8 +21,10 @@ __all__ = ["EvalResult", "evaluate_reid", "evaluate_distance", "metrics_from_cmc
 
 def metrics_from_cmc(cmc: Any, mAP: float) -> dict[str, float]:
     """Rank-1/5/10 and mAP as percentages from an ``evaluate_rank`` result."""
+
     def at(k: int) -> float:
         return float(cmc[k - 1]) * 100 if len(cmc) >= k else float("nan")
+
     return {"rank1": at(1), "rank5": at(5), "rank10": at(10), "mAP": float(mAP) * 100}
 
 
@@ -80,13 +82,21 @@ def evaluate_distance(
         if q_q_dist is None or g_g_dist is None:
             raise ValueError("rerank=True needs q_q_dist and g_g_dist")
         distmat = torch.as_tensor(re_ranking(distmat, q_q_dist, g_g_dist))
-    report = check_protocol(query.pids, gallery.pids, query.camids, gallery.camids, q_paths=query_paths,
-                            g_paths=gallery_paths, distmat=distmat)
+    report = check_protocol(
+        query.pids,
+        gallery.pids,
+        query.camids,
+        gallery.camids,
+        q_paths=query_paths,
+        g_paths=gallery_paths,
+        distmat=distmat,
+    )
     _raise_or_warn(report, allow_protocol_errors)
     max_rank = min(max_rank, distmat.shape[1])
     cmc, mAP = evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank)
-    return EvalResult(np.asarray(cmc), float(mAP), metrics_from_cmc(cmc, mAP), distmat, query, gallery,
-                      extra={"protocol": report})
+    return EvalResult(
+        np.asarray(cmc), float(mAP), metrics_from_cmc(cmc, mAP), distmat, query, gallery, extra={"protocol": report}
+    )
 
 
 def _raise_or_warn(report: ProtocolReport, allow_errors: bool) -> None:
@@ -144,9 +154,18 @@ def evaluate_reid(
     qg = dist(query.features, gallery.features)
     qq = dist(query.features, query.features) if rerank else None
     gg = dist(gallery.features, gallery.features) if rerank else None
-    return evaluate_distance(qg, query, gallery, rerank=rerank, q_q_dist=qq, g_g_dist=gg, max_rank=max_rank,
-                             query_paths=_paths(query_loader), gallery_paths=_paths(gallery_loader),
-                             allow_protocol_errors=allow_protocol_errors)
+    return evaluate_distance(
+        qg,
+        query,
+        gallery,
+        rerank=rerank,
+        q_q_dist=qq,
+        g_g_dist=gg,
+        max_rank=max_rank,
+        query_paths=_paths(query_loader),
+        gallery_paths=_paths(gallery_loader),
+        allow_protocol_errors=allow_protocol_errors,
+    )
 
 
 def _paths(loader: torch.utils.data.DataLoader) -> list[str] | None:

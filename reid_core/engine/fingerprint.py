@@ -42,8 +42,14 @@ from torch import nn
 from reid_core.engine.checkpoint import CheckpointError
 from reid_core.engine.schedules import build_lr_schedule
 
-__all__ = ["CheckpointMismatchError", "FINGERPRINT_KEY", "NOT_RECIPE", "check_fingerprint", "fingerprint_differences",
-           "run_fingerprint"]
+__all__ = [
+    "CheckpointMismatchError",
+    "FINGERPRINT_KEY",
+    "NOT_RECIPE",
+    "check_fingerprint",
+    "fingerprint_differences",
+    "run_fingerprint",
+]
 
 NOT_RECIPE: frozenset[str] = frozenset({"checkpoint_dir", "checkpoint_every", "resume", "progress"})
 """TrainConfig fields that do not change what a run computes, left out of the fingerprint."""
@@ -67,8 +73,10 @@ def _plain(value: Any) -> Any:
 
 
 def _state_entries(module: nn.Module) -> list[str]:
-    return [f"{name} {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-            for name, tensor in module.state_dict().items()]
+    return [
+        f"{name} {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
+        for name, tensor in module.state_dict().items()
+    ]
 
 
 def _data_digest(dataset: Any) -> str | None:
@@ -95,8 +103,9 @@ def _length(obj: Any) -> int | None:
         return None
 
 
-def run_fingerprint(config: Any, model: nn.Module, criterion: Any, optimizer: torch.optim.Optimizer,
-                    loader: Any) -> dict[str, Any]:
+def run_fingerprint(
+    config: Any, model: nn.Module, criterion: Any, optimizer: torch.optim.Optimizer, loader: Any
+) -> dict[str, Any]:
     """The fingerprint of a run (see the module docstring for its fields).
 
     Args:
@@ -137,19 +146,27 @@ def _first_difference(saved: list[Any], current: list[Any]) -> tuple[Any, Any]:
 def _describe(key: str, saved: Any, current: Any) -> str:
     if isinstance(saved, list) and isinstance(current, list) and key.endswith(".state"):
         old, new = _first_difference(saved, current)
-        return (f"{key}: {len(saved)} entries in the checkpoint, {len(current)} in this run; first difference: "
-                f"checkpoint {old!r}, this run {new!r}")
+        return (
+            f"{key}: {len(saved)} entries in the checkpoint, {len(current)} in this run; first difference: "
+            f"checkpoint {old!r}, this run {new!r}"
+        )
     return f"{key}: checkpoint {saved!r}, this run {current!r}"
 
 
 def _lr_factors(fingerprint: Mapping[str, Any], epochs_done: int) -> list[float]:
     """The schedule's factor at every iteration of the first ``epochs_done`` epochs (as the trainer sets it)."""
     schedule = build_lr_schedule(
-        fingerprint["recipe.scheduler"], fingerprint[_EPOCHS], fingerprint["recipe.milestones"],
-        fingerprint["recipe.gamma"], fingerprint["recipe.warmup_epochs"], fingerprint["recipe.warmup_factor"],
-        fingerprint["recipe.decay_start"])
-    per_epoch = [n for n in (fingerprint.get("data.batches_per_epoch"), fingerprint.get("recipe.max_iters_per_epoch"))
-                 if n]
+        fingerprint["recipe.scheduler"],
+        fingerprint[_EPOCHS],
+        fingerprint["recipe.milestones"],
+        fingerprint["recipe.gamma"],
+        fingerprint["recipe.warmup_epochs"],
+        fingerprint["recipe.warmup_factor"],
+        fingerprint["recipe.decay_start"],
+    )
+    per_epoch = [
+        n for n in (fingerprint.get("data.batches_per_epoch"), fingerprint.get("recipe.max_iters_per_epoch")) if n
+    ]
     n = min(per_epoch) if per_epoch else 1
     return [schedule(epoch + i / n) for epoch in range(epochs_done) for i in range(n)]
 
@@ -160,15 +177,19 @@ def _epochs_difference(saved: Mapping[str, Any], current: Mapping[str, Any], epo
     if old == new:
         return None
     if not isinstance(new, int) or epochs_done > new:
-        return (f"{_EPOCHS}: the checkpoint has trained {epochs_done} of {old} epochs, this run asks for {new} "
-                f"(it would report the longer training as this shorter one)")
+        return (
+            f"{_EPOCHS}: the checkpoint has trained {epochs_done} of {old} epochs, this run asks for {new} "
+            f"(it would report the longer training as this shorter one)"
+        )
     try:
         same_rates = _lr_factors(saved, epochs_done) == _lr_factors(current, epochs_done)
     except (KeyError, TypeError, ValueError):
         same_rates = False
     if not same_rates:
-        return (f"{_EPOCHS}: checkpoint {old}, this run {new}, and the {current.get('recipe.scheduler')} "
-                f"schedule gives the {epochs_done} epochs already trained other learning rates with {new} epochs")
+        return (
+            f"{_EPOCHS}: checkpoint {old}, this run {new}, and the {current.get('recipe.scheduler')} "
+            f"schedule gives the {epochs_done} epochs already trained other learning rates with {new} epochs"
+        )
     return None
 
 
@@ -199,16 +220,20 @@ def check_fingerprint(state: Mapping[str, Any], current: Mapping[str, Any], path
             message lists the differing fields and how to start afresh.
     """
     path = Path(path)
-    remedy = (f"To start this run afresh, delete '{path.parent}' (or move it away); to keep both runs, give this "
-              f"one another checkpoint_dir (a notebook puts it beside results_dir: pass another results_dir).")
+    remedy = (
+        f"To start this run afresh, delete '{path.parent}' (or move it away); to keep both runs, give this "
+        f"one another checkpoint_dir (a notebook puts it beside results_dir: pass another results_dir)."
+    )
     saved = state.get(FINGERPRINT_KEY)
     if not isinstance(saved, Mapping):
         raise CheckpointMismatchError(
             f"checkpoint '{path}' holds no fingerprint of the run that wrote it (an older reid_core), so it "
-            f"cannot be checked against this run's recipe, model and data. {remedy}")
+            f"cannot be checked against this run's recipe, model and data. {remedy}"
+        )
     differences = fingerprint_differences(saved, current, int(state.get("epoch", 0)))
     if differences:
         listed = "\n".join(f"  - {line}" for line in differences)
         raise CheckpointMismatchError(
             f"checkpoint '{path}' was written by another run; resuming it would report that run's training "
-            f"under this run's settings. What differs:\n{listed}\n{remedy}")
+            f"under this run's settings. What differs:\n{listed}\n{remedy}"
+        )

@@ -82,10 +82,18 @@ def build_train_loader(
         augment = BatchAugment(height, width, **transform_kwargs)  # type: ignore[arg-type]
         dataset = ImageDataset(items, transform=None, preload=preload, size=(height, width))
     else:
-        dataset = ImageDataset(items, transform=build_transforms(height, width, is_train=True, **transform_kwargs),
-                               preload=preload)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+        dataset = ImageDataset(
+            items, transform=build_transforms(height, width, is_train=True, **transform_kwargs), preload=preload
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
     if not batch_augment:
         return loader
     return AugmentedLoader(loader, augment, device if device is not None else default_device())
@@ -104,5 +112,6 @@ def build_test_loader(
     transform = build_transforms(height, width, is_train=False, **transform_kwargs)
     dataset = ImageDataset(items, transform=transform, preload=preload)
     workers = default_workers() if workers is None else workers
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available()
+    )

@@ -39,7 +39,12 @@ from reid_core.evaluation.distance import METRICS
 from reid_core.models import MODELS, ReIDOutput, build_model
 
 __all__ = [
-    "MODEL_CARD_FORMAT", "ModelCard", "LoadedModel", "chapter_model_path", "save_model", "load_model",
+    "MODEL_CARD_FORMAT",
+    "ModelCard",
+    "LoadedModel",
+    "chapter_model_path",
+    "save_model",
+    "load_model",
     "update_model_card",
 ]
 
@@ -91,8 +96,10 @@ class ModelCard:
         if self.architecture not in MODELS:
             raise ValueError(f"architecture {self.architecture!r} is not a registered model; valid: {sorted(MODELS)}")
         if "pretrained" in self.model_kwargs:
-            raise ValueError("model_kwargs must not hold 'pretrained': the weights come from the file. "
-                             "Record the starting point in training={'pretrained': ...} instead")
+            raise ValueError(
+                "model_kwargs must not hold 'pretrained': the weights come from the file. "
+                "Record the starting point in training={'pretrained': ...} instead"
+            )
         if self.height < 1 or self.width < 1:
             raise ValueError(f"height and width must be >= 1, got {self.height} x {self.width}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -109,7 +116,7 @@ class ModelCard:
         return _plain(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
         """Rebuild from :meth:`to_dict`; unknown or missing keys raise naming ``source``."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
@@ -146,8 +153,9 @@ class LoadedModel:
 
     def transform(self):  # noqa: ANN201 - a ReIDTransform
         """The test transform of the card: resize to (height, width) and normalise."""
-        return build_transforms(self.card.height, self.card.width, is_train=False, mean=self.card.mean,
-                                std=self.card.std)
+        return build_transforms(
+            self.card.height, self.card.width, is_train=False, mean=self.card.mean, std=self.card.std
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -160,8 +168,9 @@ def _plain(value: Any) -> Any:
         return value
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalar
         return value.item()
-    raise TypeError(f"a model card holds plain values only (numbers, strings, lists, dicts); "
-                    f"got {type(value).__name__}")
+    raise TypeError(
+        f"a model card holds plain values only (numbers, strings, lists, dicts); got {type(value).__name__}"
+    )
 
 
 def _check_rebuilds(model: nn.Module, card: ModelCard) -> None:
@@ -180,8 +189,10 @@ def _check_rebuilds(model: nn.Module, card: ModelCard) -> None:
             )
         output = fresh(torch.zeros(1, 3, card.height, card.width))
     if not isinstance(output, ReIDOutput) or getattr(output, card.embedding_field) is None:
-        raise ValueError(f"{card.architecture} gives no {card.embedding_field!r} output; "
-                         f"choose embedding_field among the fields it fills")
+        raise ValueError(
+            f"{card.architecture} gives no {card.embedding_field!r} output; "
+            f"choose embedding_field among the fields it fills"
+        )
 
 
 def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) -> Path:
@@ -215,10 +226,16 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], ModelCard]:
     state = load_checkpoint(path)
     tag = state.get("format")
     if tag != MODEL_CARD_FORMAT:
-        hint = (" It looks like a Trainer checkpoint (weights and optimiser state, no architecture): "
-                "save the trained model with reid_core.engine.model_card.save_model." if "optimizer" in state else "")
-        raise CheckpointError(f"{path} is not a reid_core model file (format {tag!r}, expected "
-                              f"{MODEL_CARD_FORMAT!r}; keys {sorted(state)[:8]}).{hint}")
+        hint = (
+            " It looks like a Trainer checkpoint (weights and optimiser state, no architecture): "
+            "save the trained model with reid_core.engine.model_card.save_model."
+            if "optimizer" in state
+            else ""
+        )
+        raise CheckpointError(
+            f"{path} is not a reid_core model file (format {tag!r}, expected "
+            f"{MODEL_CARD_FORMAT!r}; keys {sorted(state)[:8]}).{hint}"
+        )
     if not isinstance(state.get("card"), dict) or not isinstance(state.get("state_dict"), dict):
         raise CheckpointError(f"{path}: a model file needs a 'card' dict and a 'state_dict' dict")
     return state, ModelCard.from_dict(state["card"], source=str(path))

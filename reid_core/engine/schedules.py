@@ -20,8 +20,8 @@ epoch loss falls below 70% of the loss after the second epoch, then 50% more epo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 __all__ = ["build_lr_schedule", "AdaptiveLossStep", "SCHEDULES"]
 
@@ -108,7 +108,10 @@ class AdaptiveLossStep:
             self.lr_scale = self.gamma
             trainer.lr_scale = self.lr_scale  # type: ignore[attr-defined]
             self.final_epochs = min(self.max_epochs, e + e // 2)
-            self.log.append(f"epoch {e}: loss {loss:.4f} < {self.ratio} x {self.base_loss:.4f}; lr x{self.gamma}, stop after {self.final_epochs}")
+            self.log.append(
+                f"epoch {e}: loss {loss:.4f} < {self.ratio} x {self.base_loss:.4f}; lr x{self.gamma}, stop "
+                f"after {self.final_epochs}"
+            )
         limit = self.final_epochs if self.final_epochs is not None else self.max_epochs
         if e >= limit:
             trainer.stop_training = True  # type: ignore[attr-defined]

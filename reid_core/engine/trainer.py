@@ -27,9 +27,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -134,11 +135,11 @@ class TrainConfig:
 class Callback(Protocol):
     """Optional hooks; implement any subset (the trainer checks with ``hasattr``)."""
 
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
-    def on_iteration_end(self, trainer: "Trainer", iteration: int, terms: dict[str, float]) -> None: ...
+    def on_iteration_end(self, trainer: Trainer, iteration: int, terms: dict[str, float]) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, stats: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, stats: dict[str, float]) -> None: ...
 
 
 @dataclass
@@ -186,7 +187,9 @@ class Trainer:
         self.use_cuda = self.device.type == "cuda"
         self.autocast_dtype = autocast_dtype(config.precision, self.device, amp=config.amp)
         self.use_amp = self.autocast_dtype == torch.float16  # float16 needs the gradient scaler; bfloat16 does not
-        self.memory_format = torch.channels_last if (config.channels_last and self.use_cuda) else torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last if (config.channels_last and self.use_cuda) else torch.contiguous_format
+        )
         if self.memory_format == torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # model + criterion as one module, DDP-wrapped under torchrun; self.model stays the bare model
@@ -194,8 +197,13 @@ class Trainer:
         self.optimizer = self._build_optimizer(param_groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.schedule = build_lr_schedule(
-            config.scheduler, config.epochs, config.milestones, config.gamma,
-            config.warmup_epochs, config.warmup_factor, config.decay_start,
+            config.scheduler,
+            config.epochs,
+            config.milestones,
+            config.gamma,
+            config.warmup_epochs,
+            config.warmup_factor,
+            config.decay_start,
         )
         self.lr_scale = 1.0  # callbacks (e.g. AdaptiveLossStep) may change it
         self.stop_training = False
@@ -218,7 +226,9 @@ class Trainer:
             group["lr"] = cfg.lr * group["lr_mult"]
             groups.append(group)
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            )
         if cfg.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -270,7 +280,9 @@ class Trainer:
             self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.state = _State(epoch=int(state["epoch"]), iteration=int(state["iteration"]), history=list(state["history"]))
+        self.state = _State(
+            epoch=int(state["epoch"]), iteration=int(state["iteration"]), history=list(state["history"])
+        )
         self.lr_scale = float(state.get("lr_scale", 1.0))
         torch.set_rng_state(state["torch_rng"])
         if self.use_cuda and "cuda_rng" in state:
@@ -343,7 +355,13 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         show = cfg.progress and self.parallel.is_main
-        bar = tqdm(total=n_iters or None, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False, mininterval=2.0)
+        bar = tqdm(
+            total=n_iters or None,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not show,
+            leave=False,
+            mininterval=2.0,
+        )
         lr = self._set_lr(epoch)
         for i, batch in enumerate(self.loader):
             if cfg.max_iters_per_epoch is not None and i >= cfg.max_iters_per_epoch:
@@ -365,11 +383,23 @@ class Trainer:
         n = max(i + 1 if seen else 0, 1)
         sums, seen = self.parallel.pool_epoch(sums, seen)  # every rank's images; terms averaged over ranks
         stats = {k: v / n for k, v in sums.items()}
-        stats.update(epoch=float(epoch + 1), lr=lr, seconds=seconds, images=float(seen), images_per_second=seen / max(seconds, 1e-9))
+        stats.update(
+            epoch=float(epoch + 1),
+            lr=lr,
+            seconds=seconds,
+            images=float(seen),
+            images_per_second=seen / max(seconds, 1e-9),
+        )
         if show:
-            terms_text = " ".join(f"{k}={v:.4f}" for k, v in stats.items() if k not in ("epoch", "lr", "seconds", "images", "images_per_second"))
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} {terms_text} lr={lr:.2e} {stats['images_per_second']:.0f} img/s",
-                       file=sys.stderr)
+            terms_text = " ".join(
+                f"{k}={v:.4f}"
+                for k, v in stats.items()
+                if k not in ("epoch", "lr", "seconds", "images", "images_per_second")
+            )
+            tqdm.write(
+                f"epoch {epoch + 1}/{cfg.epochs} {terms_text} lr={lr:.2e} {stats['images_per_second']:.0f} img/s",
+                file=sys.stderr,
+            )
         return stats
 
     def _step(self, batch: Sequence[Any]) -> dict[str, float]:
@@ -381,12 +411,16 @@ class Trainer:
             raise ValueError("criterion returned no loss terms")
         loss = sum(t.float() for t in terms.values())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss.detach())} (terms: { {k: float(v.detach()) for k, v in terms.items()} })")
+            raise FloatingPointError(
+                f"non-finite loss {float(loss.detach())} (terms: { {k: float(v.detach()) for k, v in terms.items()} })"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.config.grad_clip)
+            nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.config.grad_clip
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         out = {k: float(v.detach()) for k, v in terms.items()}

@@ -157,9 +157,16 @@ class Calibration:
             "metric": self.metric,
             "cross_camera": self.cross_camera,
             "thresholds": [
-                {"target_fpr": t.target_fpr, "threshold": t.threshold, "interval": list(t.interval), "tpr": t.tpr,
-                 "tpr_interval": list(t.tpr_interval), "false_positives": t.false_positives,
-                 "observed_fpr": t.observed_fpr, "resolvable": t.resolvable}
+                {
+                    "target_fpr": t.target_fpr,
+                    "threshold": t.threshold,
+                    "interval": list(t.interval),
+                    "tpr": t.tpr,
+                    "tpr_interval": list(t.tpr_interval),
+                    "false_positives": t.false_positives,
+                    "observed_fpr": t.observed_fpr,
+                    "resolvable": t.resolvable,
+                }
                 for t in self.thresholds
             ],
             "num_images": self.num_images,
@@ -224,8 +231,10 @@ def pair_distances(
     feats = torch.as_tensor(features).float()
     pid_arr, cam_arr = np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)
     if feats.dim() != 2 or not (len(feats) == len(pid_arr) == len(cam_arr)):
-        raise ValueError(f"features (N, D), pids (N,), camids (N,) expected; got {tuple(feats.shape)}, "
-                         f"{pid_arr.shape}, {cam_arr.shape}")
+        raise ValueError(
+            f"features (N, D), pids (N,), camids (N,) expected; got {tuple(feats.shape)}, "
+            f"{pid_arr.shape}, {cam_arr.shape}"
+        )
     labelled = pid_arr > 0
     feats = feats[torch.as_tensor(labelled)]
     pid_arr, cam_arr = pid_arr[labelled], cam_arr[labelled]
@@ -252,16 +261,23 @@ def pair_distances(
         neg_b.append(ident[c.numpy()])
     positive, negative = np.concatenate(pos_d), np.concatenate(neg_d)
     if positive.size == 0 or negative.size == 0:
-        raise ValueError(f"need positive and negative pairs, got {positive.size} positive and {negative.size} negative "
-                         f"({n} labelled images, {len(identities)} identities"
-                         + (", cross-camera pairs only)" if cross_camera else ")"))
+        raise ValueError(
+            f"need positive and negative pairs, got {positive.size} positive and {negative.size} negative "
+            f"({n} labelled images, {len(identities)} identities"
+            + (", cross-camera pairs only)" if cross_camera else ")")
+        )
     order = np.argsort(negative, kind="stable")
     negative_ids = np.stack([np.concatenate(neg_a), np.concatenate(neg_b)], axis=1)[order]  # (N, 2)
     return PairDistances(
-        positive=positive, positive_identity=np.concatenate(pos_id), negative=negative[order],
-        negative_identities=negative_ids, identities=identities,
+        positive=positive,
+        positive_identity=np.concatenate(pos_id),
+        negative=negative[order],
+        negative_identities=negative_ids,
+        identities=identities,
         pair_counts=_negative_pair_counts(ident, cam_arr, len(identities), cross_camera),
-        num_images=n, cross_camera=cross_camera, metric=metric,
+        num_images=n,
+        cross_camera=cross_camera,
+        metric=metric,
     )
 
 
@@ -278,8 +294,9 @@ def _negative_pair_counts(ident: np.ndarray, cams: np.ndarray, num_ids: int, cro
     return counts
 
 
-def threshold_at_fpr(sorted_negative: np.ndarray, fpr: float, weights: np.ndarray | None = None,
-                     total_weight: float | None = None) -> float:
+def threshold_at_fpr(
+    sorted_negative: np.ndarray, fpr: float, weights: np.ndarray | None = None, total_weight: float | None = None
+) -> float:
     """The largest t with (weighted) FPR(d < t) <= ``fpr``.
 
     Args:
@@ -366,26 +383,44 @@ def calibrate_threshold(
         t_lo, t_hi = np.nanpercentile(replicates[:, r, 0], [low, high])
         p_lo, p_hi = np.nanpercentile(replicates[:, r, 1], [low, high])
         false_pos = int(np.searchsorted(neg, t, side="left"))
-        estimates.append(ThresholdEstimate(
-            target_fpr=float(rate), threshold=t, interval=(float(t_lo), float(t_hi)), tpr=_tpr(pos, t),
-            tpr_interval=(float(p_lo), float(p_hi)), false_positives=false_pos, observed_fpr=false_pos / num_neg,
-            resolvable=rate * num_neg >= 1,
-        ))
+        estimates.append(
+            ThresholdEstimate(
+                target_fpr=float(rate),
+                threshold=t,
+                interval=(float(t_lo), float(t_hi)),
+                tpr=_tpr(pos, t),
+                tpr_interval=(float(p_lo), float(p_hi)),
+                false_positives=false_pos,
+                observed_fpr=false_pos / num_neg,
+                resolvable=rate * num_neg >= 1,
+            )
+        )
     roc_fpr = np.unique(np.concatenate([np.geomspace(1.0 / num_neg, 1.0, 200), list(fprs)]))
     roc_fpr = roc_fpr[roc_fpr < 1.0]
     sorted_pos = np.sort(pos)
     roc_t = np.array([threshold_at_fpr(neg, rate) for rate in roc_fpr])
     roc_tpr = np.searchsorted(sorted_pos, roc_t, side="left") / len(pos)
     return Calibration(
-        metric=metric, cross_camera=cross_camera, thresholds=estimates, num_images=pairs.num_images,
-        num_identities=len(pairs.identities), num_positive_pairs=len(pos), num_negative_pairs=num_neg,
-        num_bootstrap=num_bootstrap, confidence=confidence, seed=seed, roc_fpr=roc_fpr, roc_tpr=roc_tpr,
-        source=source, pairs=pairs,
+        metric=metric,
+        cross_camera=cross_camera,
+        thresholds=estimates,
+        num_images=pairs.num_images,
+        num_identities=len(pairs.identities),
+        num_positive_pairs=len(pos),
+        num_negative_pairs=num_neg,
+        num_bootstrap=num_bootstrap,
+        confidence=confidence,
+        seed=seed,
+        roc_fpr=roc_fpr,
+        roc_tpr=roc_tpr,
+        source=source,
+        pairs=pairs,
     )
 
 
-def replicate_thresholds(pairs: PairDistances, multiplicity: np.ndarray, fprs: Sequence[float],
-                         prefix: int | None = None) -> np.ndarray:
+def replicate_thresholds(
+    pairs: PairDistances, multiplicity: np.ndarray, fprs: Sequence[float], prefix: int | None = None
+) -> np.ndarray:
     """Threshold and TPR of one bootstrap replicate with identity multiplicities ``m``.
 
     A negative pair of identities (a, b) weighs :math:`m_a m_b`, a positive pair of identity a
@@ -418,8 +453,7 @@ def replicate_thresholds(pairs: PairDistances, multiplicity: np.ndarray, fprs: S
     return out
 
 
-def _bootstrap(pairs: PairDistances, fprs: list[float], num_bootstrap: int, seed: int,
-               progress: bool) -> np.ndarray:
+def _bootstrap(pairs: PairDistances, fprs: list[float], num_bootstrap: int, seed: int, progress: bool) -> np.ndarray:
     """(B, R, 2): threshold and TPR of each replicate and target rate."""
     rng = np.random.default_rng(seed)
     num_ids = len(pairs.identities)
@@ -448,8 +482,10 @@ def same_person_threshold(calibration: dict[str, Any], fpr: float | None = None)
     for rate, threshold in stored.items():
         if math.isclose(rate, fpr, rel_tol=1e-9):
             return rate, threshold
-    raise ValueError(f"no threshold calibrated for FPR {fpr}; stored rates: {sorted(stored)} "
-                     "(run `reid calibrate --fpr ...` to add it)")
+    raise ValueError(
+        f"no threshold calibrated for FPR {fpr}; stored rates: {sorted(stored)} "
+        "(run `reid calibrate --fpr ...` to add it)"
+    )
 
 
 def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> Path:
@@ -469,15 +505,23 @@ def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> 
     roc.set_xscale("log")
     roc.set_xlabel("false-positive rate (negative pairs with d < t)")
     roc.set_ylabel("true-positive rate")
-    roc.set_title(f"ROC, {calibration.num_negative_pairs:,} negative / "
-                  f"{calibration.num_positive_pairs:,} positive pairs")
+    roc.set_title(
+        f"ROC, {calibration.num_negative_pairs:,} negative / {calibration.num_positive_pairs:,} positive pairs"
+    )
     roc.grid(True, which="both", alpha=0.3)
     colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
     for i, t in enumerate(calibration.thresholds):
         color = colors[i % len(colors)]
         err = [[t.tpr - t.tpr_interval[0]], [t.tpr_interval[1] - t.tpr]]
-        roc.errorbar([t.target_fpr], [t.tpr], yerr=err, fmt="o", color=color, capsize=3,
-                     label=f"FPR {t.target_fpr:.0e}: t = {t.threshold:.3f}, TPR {t.tpr:.2f}")
+        roc.errorbar(
+            [t.target_fpr],
+            [t.tpr],
+            yerr=err,
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=f"FPR {t.target_fpr:.0e}: t = {t.threshold:.3f}, TPR {t.tpr:.2f}",
+        )
     roc.legend(loc="lower right", fontsize=8)
     if calibration.pairs is not None:
         pairs = calibration.pairs

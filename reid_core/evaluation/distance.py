@@ -11,7 +11,8 @@ Chapters: 01 (evaluation), 02 (contrastive/triplet losses), 03 (global distance)
 from __future__ import annotations
 
 import os
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -72,9 +73,7 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
 
 
 @torch.no_grad()
-def compute_distance_matrix(
-    qf: Tensor, gf: Tensor, metric: Metric = "euclidean", chunk_size: int = 4096
-) -> Tensor:
+def compute_distance_matrix(qf: Tensor, gf: Tensor, metric: Metric = "euclidean", chunk_size: int = 4096) -> Tensor:
     """Query-by-gallery distances, computed ``chunk_size`` queries at a time.
 
     Peak extra memory is one (chunk_size, M) block besides the (N, M) result.
@@ -207,7 +206,9 @@ def make_distance_fn(qf: Tensor, gf: Tensor, metric: Metric = "euclidean") -> Ca
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"expected qf (N, D) and gf (M, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+        raise ValueError(
+            f"expected qf (N, D) and gf (M, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}"
+        )
     with torch.no_grad():
         gf = gf.to(device=qf.device, dtype=qf.dtype).contiguous()
         if metric == "cosine":
@@ -265,9 +266,7 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int:
         return np.iinfo(np.int64).max
 
 
-def check_memory(
-    nbytes: int, device: torch.device | str, what: str, advice: str, limit: int | None = None
-) -> None:
+def check_memory(nbytes: int, device: torch.device | str, what: str, advice: str, limit: int | None = None) -> None:
     """Raise :class:`MemoryError` before allocating ``nbytes`` that will not fit on ``device``.
 
     Being refused with a message that names the size and a way out is better than being

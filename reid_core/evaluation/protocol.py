@@ -57,7 +57,7 @@ CHECKS = ("junk_labels", "query_in_gallery", "train_test_overlap", "queries_with
 class ProtocolError(ValueError):
     """An evaluation set-up has severe protocol mistakes; ``report`` holds the findings."""
 
-    def __init__(self, report: "ProtocolReport") -> None:
+    def __init__(self, report: ProtocolReport) -> None:
         super().__init__(report.format() + "\n(pass allow_protocol_errors=True / --allow-protocol-errors to go on)")
         self.report = report
 
@@ -119,8 +119,9 @@ class ProtocolReport:
 
     def format(self) -> str:
         """A readable summary, one block per finding."""
-        lines = [f"protocol checks: {len(self.checks_run)} run, {len(self.findings)} finding(s), "
-                 f"{len(self.severe)} severe"]
+        lines = [
+            f"protocol checks: {len(self.checks_run)} run, {len(self.findings)} finding(s), {len(self.severe)} severe"
+        ]
         for f in self.findings:
             lines.append(f"  [{f.severity}] {f.check}: {f.message}")
             if f.examples:
@@ -136,8 +137,11 @@ class ProtocolReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"findings": [vars(f).copy() for f in self.findings], "checks_run": list(self.checks_run),
-                "checks_not_run": dict(self.checks_not_run)}
+        return {
+            "findings": [vars(f).copy() for f in self.findings],
+            "checks_run": list(self.checks_run),
+            "checks_not_run": dict(self.checks_not_run),
+        }
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -191,13 +195,15 @@ def _check_paths(paths: Sequence[str] | None, n: int, name: str) -> list[str] | 
 class _Metrics:
     """Rank-1 / mAP / mINP (percent) of sub-problems of one distance matrix."""
 
-    def __init__(self, distmat: Any, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray,
-                 g_cams: np.ndarray) -> None:
+    def __init__(
+        self, distmat: Any, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray, g_cams: np.ndarray
+    ) -> None:
         self.distmat = torch.as_tensor(distmat) if not isinstance(distmat, (np.ndarray, Tensor)) else distmat
         self.q_pids, self.g_pids, self.q_cams, self.g_cams = q_pids, g_pids, q_cams, g_cams
 
-    def __call__(self, q_keep: np.ndarray | None = None, g_keep: np.ndarray | None = None,
-                 q_cams: np.ndarray | None = None) -> dict[str, float] | None:
+    def __call__(
+        self, q_keep: np.ndarray | None = None, g_keep: np.ndarray | None = None, q_cams: np.ndarray | None = None
+    ) -> dict[str, float] | None:
         """Metrics on the kept queries / gallery items (bool masks), optionally other query cameras."""
         qi = np.flatnonzero(q_keep) if q_keep is not None else np.arange(len(self.q_pids))
         gi = np.flatnonzero(g_keep) if g_keep is not None else np.arange(len(self.g_pids))
@@ -213,15 +219,19 @@ class _Metrics:
         cams = self.q_cams if q_cams is None else q_cams
         if not _has_valid_match(self.q_pids[qi], self.g_pids[gi], cams[qi], self.g_cams[gi]).any():
             return None  # no query left with a valid match: no metric
-        result = evaluate_rank_detailed(sub, self.q_pids[qi], self.g_pids[gi], cams[qi], self.g_cams[gi],
-                                        max_rank=1, progress=False)
+        result = evaluate_rank_detailed(
+            sub, self.q_pids[qi], self.g_pids[gi], cams[qi], self.g_cams[gi], max_rank=1, progress=False
+        )
         return _metrics_of(result)
 
 
 def _metrics_of(result: Any) -> dict[str, float]:
     """Percentages from a RankResult; mINP only where this reid_core's RankResult has it."""
-    metrics = {"rank1": float(result.cmc[0]) * 100, "mAP": float(result.mAP) * 100,
-               "queries": float(result.num_valid_queries)}
+    metrics = {
+        "rank1": float(result.cmc[0]) * 100,
+        "mAP": float(result.mAP) * 100,
+        "queries": float(result.num_valid_queries),
+    }
     minp = getattr(result, "mINP", None)  # added to RankResult by the metrics work; absent before it
     if minp is not None:
         metrics["mINP"] = float(minp) * 100
@@ -274,15 +284,30 @@ class _Context:
     def g_name(self, j: int) -> str:
         return self.g_paths[j] if self.g_paths else f"gallery #{j} (pid {self.gp[j]}, cam {self.gc[j]})"
 
-    def add(self, check: str, severity: Severity, count: int, message: str, examples: Iterable[str],
-            counterfactual: str = "", compute: Callable[[], dict[str, float] | None] | None = None) -> None:
+    def add(
+        self,
+        check: str,
+        severity: Severity,
+        count: int,
+        message: str,
+        examples: Iterable[str],
+        counterfactual: str = "",
+        compute: Callable[[], dict[str, float] | None] | None = None,
+    ) -> None:
         """Record a finding; ``compute`` gives its counterfactual metrics (run only with distances)."""
         measured = self.metrics is not None and compute is not None
-        self.findings.append(ProtocolFinding(
-            check, severity, int(count), message, _examples(examples, self.max_examples),
-            self.as_run if measured else None, counterfactual if compute is not None else "",
-            compute() if measured else None,  # type: ignore[misc]
-        ))
+        self.findings.append(
+            ProtocolFinding(
+                check,
+                severity,
+                int(count),
+                message,
+                _examples(examples, self.max_examples),
+                self.as_run if measured else None,
+                counterfactual if compute is not None else "",
+                compute() if measured else None,  # type: ignore[misc]
+            )
+        )
 
 
 def check_protocol(
@@ -330,8 +355,18 @@ def check_protocol(
     if distmat is not None and tuple(distmat.shape) != (len(qp), len(gp)):
         raise ValueError(f"distmat has shape {tuple(distmat.shape)}, expected ({len(qp)}, {len(gp)})")
     metrics = _Metrics(distmat, qp, gp, qc, gc) if distmat is not None else None
-    ctx = _Context(qp, gp, qc, gc, _check_paths(q_paths, len(qp), "q_paths"), _check_paths(g_paths, len(gp), "g_paths"),
-                   metrics, metrics() if metrics is not None else None, compare_bytes, max_examples)
+    ctx = _Context(
+        qp,
+        gp,
+        qc,
+        gc,
+        _check_paths(q_paths, len(qp), "q_paths"),
+        _check_paths(g_paths, len(gp), "g_paths"),
+        metrics,
+        metrics() if metrics is not None else None,
+        compare_bytes,
+        max_examples,
+    )
     _check_junk_labels(ctx)
     _check_query_in_gallery(ctx)
     _check_train_test_overlap(ctx, train_paths, train_identities)
@@ -347,19 +382,32 @@ def _check_junk_labels(ctx: _Context) -> None:
     bad_query = qp <= 0
     bad_gallery = gp < -1
     if bad_query.any() or bad_gallery.any():
-        counts = {"junk (pid -1)": int((qp == -1).sum()), "distractor (pid 0)": int((qp == 0).sum()),
-                  "with a label below -1": int((qp < -1).sum() + bad_gallery.sum())}
+        counts = {
+            "junk (pid -1)": int((qp == -1).sum()),
+            "distractor (pid 0)": int((qp == 0).sum()),
+            "with a label below -1": int((qp < -1).sum() + bad_gallery.sum()),
+        }
         described = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
         names = [ctx.q_name(i) for i in np.flatnonzero(bad_query)]
         names += [ctx.g_name(j) for j in np.flatnonzero(bad_gallery)]
-        ctx.add("junk_labels", "severe", int(bad_query.sum() + bad_gallery.sum()),
-                f"labels that cannot be evaluated: {described} (a distractor query matches every gallery distractor)",
-                names, "without those images", lambda: ctx.metrics(q_keep=~bad_query, g_keep=~bad_gallery))
+        ctx.add(
+            "junk_labels",
+            "severe",
+            int(bad_query.sum() + bad_gallery.sum()),
+            f"labels that cannot be evaluated: {described} (a distractor query matches every gallery distractor)",
+            names,
+            "without those images",
+            lambda: ctx.metrics(q_keep=~bad_query, g_keep=~bad_gallery),
+        )
     junk_gallery = np.flatnonzero(gp == -1)
     if junk_gallery.size:
-        ctx.add("junk_labels", "info", junk_gallery.size,
-                f"{junk_gallery.size} gallery images are junk (pid -1); the rule ignores them",
-                (ctx.g_name(j) for j in junk_gallery))
+        ctx.add(
+            "junk_labels",
+            "info",
+            junk_gallery.size,
+            f"{junk_gallery.size} gallery images are junk (pid -1); the rule ignores them",
+            (ctx.g_name(j) for j in junk_gallery),
+        )
 
 
 def _check_query_in_gallery(ctx: _Context) -> None:
@@ -377,16 +425,25 @@ def _check_query_in_gallery(ctx: _Context) -> None:
     copies = np.zeros(len(ctx.gp), dtype=bool)
     copies[g_idx] = True
     how = "same path or same bytes" if ctx.compare_bytes else "same path"
-    effect = (f"{effective} of them are not removed by the same-camera rule (free hits)" if effective
-              else "the same-camera rule removes each from its own query's list (no free hit)")
-    ctx.add("query_in_gallery", "severe" if effective else "warning", len(pairs),
-            f"{len(pairs)} (query, gallery) pairs are the same image ({how}); {effect}",
-            (f"{ctx.q_paths[q]} = {ctx.g_paths[g]}" for q, g in pairs), "without those gallery copies",
-            lambda: ctx.metrics(g_keep=~copies))
+    effect = (
+        f"{effective} of them are not removed by the same-camera rule (free hits)"
+        if effective
+        else "the same-camera rule removes each from its own query's list (no free hit)"
+    )
+    ctx.add(
+        "query_in_gallery",
+        "severe" if effective else "warning",
+        len(pairs),
+        f"{len(pairs)} (query, gallery) pairs are the same image ({how}); {effect}",
+        (f"{ctx.q_paths[q]} = {ctx.g_paths[g]}" for q, g in pairs),
+        "without those gallery copies",
+        lambda: ctx.metrics(g_keep=~copies),
+    )
 
 
-def _check_train_test_overlap(ctx: _Context, train_paths: Sequence[str] | None,
-                              train_identities: Iterable[int] | None) -> None:
+def _check_train_test_overlap(
+    ctx: _Context, train_paths: Sequence[str] | None, train_identities: Iterable[int] | None
+) -> None:
     """Identities (given original training labels) and image files shared by training and test."""
     reasons = []
     if train_identities is None:
@@ -397,11 +454,16 @@ def _check_train_test_overlap(ctx: _Context, train_paths: Sequence[str] | None,
         shared = np.array(sorted(train_ids & test_ids), dtype=np.int64)
         if shared.size:
             q_shared, g_shared = np.isin(ctx.qp, shared), np.isin(ctx.gp, shared)
-            ctx.add("train_test_overlap", "severe", shared.size,
-                    f"{shared.size} identities are in both the training and the test set "
-                    f"({int(q_shared.sum())} queries, {int(g_shared.sum())} gallery images)",
-                    (f"pid {p}" for p in shared), "without those identities",
-                    lambda: ctx.metrics(q_keep=~q_shared, g_keep=~g_shared))
+            ctx.add(
+                "train_test_overlap",
+                "severe",
+                shared.size,
+                f"{shared.size} identities are in both the training and the test set "
+                f"({int(q_shared.sum())} queries, {int(g_shared.sum())} gallery images)",
+                (f"pid {p}" for p in shared),
+                "without those identities",
+                lambda: ctx.metrics(q_keep=~q_shared, g_keep=~g_shared),
+            )
     if train_paths is None or ctx.q_paths is None or ctx.g_paths is None:
         reasons.append("no training and test file paths given for the image-level check")
     else:
@@ -415,9 +477,15 @@ def _check_train_test_overlap(ctx: _Context, train_paths: Sequence[str] | None,
             g_leak[[j for j, _ in g_pairs]] = True
             examples = [f"{ctx.q_paths[i]} = {train_list[t]}" for i, t in q_pairs]
             examples += [f"{ctx.g_paths[j]} = {train_list[t]}" for j, t in g_pairs]
-            ctx.add("train_test_overlap", "severe", int(q_leak.sum() + g_leak.sum()),
-                    f"{int(q_leak.sum())} query and {int(g_leak.sum())} gallery images are also training images",
-                    examples, "without those test images", lambda: ctx.metrics(q_keep=~q_leak, g_keep=~g_leak))
+            ctx.add(
+                "train_test_overlap",
+                "severe",
+                int(q_leak.sum() + g_leak.sum()),
+                f"{int(q_leak.sum())} query and {int(g_leak.sum())} gallery images are also training images",
+                examples,
+                "without those test images",
+                lambda: ctx.metrics(q_keep=~q_leak, g_keep=~g_leak),
+            )
     if len(reasons) == 2:
         ctx.not_run["train_test_overlap"] = "; ".join(reasons)
     elif reasons:
@@ -439,10 +507,16 @@ def _check_queries_without_match(ctx: _Context) -> None:
         scale = ctx.as_run["queries"] / num_q
         return {**{k: v * scale for k, v in ctx.as_run.items() if k != "queries"}, "queries": float(num_q)}
 
-    ctx.add("queries_without_match", "severe" if missing.size == num_q else "warning", missing.size,
-            f"{missing.size} of {num_q} queries have no valid match (no gallery image of their identity from "
-            "another camera); the metrics skip them", (ctx.q_name(i) for i in missing),
-            "counting them as misses", as_misses)
+    ctx.add(
+        "queries_without_match",
+        "severe" if missing.size == num_q else "warning",
+        missing.size,
+        f"{missing.size} of {num_q} queries have no valid match (no gallery image of their identity from "
+        "another camera); the metrics skip them",
+        (ctx.q_name(i) for i in missing),
+        "counting them as misses",
+        as_misses,
+    )
 
 
 def _check_same_camera_matches(ctx: _Context) -> None:
@@ -453,10 +527,16 @@ def _check_same_camera_matches(ctx: _Context) -> None:
         return
     # A camera no gallery image has: the rule then removes nothing.
     elsewhere = np.full_like(ctx.qc, int(ctx.gc.min()) - 1)
-    ctx.add("same_camera_matches", "info", n_pairs,
-            f"{n_pairs} true matches are seen by the query's own camera ({int((per_query > 0).sum())} queries); "
-            "the rule removes them", (ctx.q_name(i) for i in np.flatnonzero(per_query)),
-            "if they were left in", lambda: ctx.metrics(q_cams=elsewhere))
+    ctx.add(
+        "same_camera_matches",
+        "info",
+        n_pairs,
+        f"{n_pairs} true matches are seen by the query's own camera ({int((per_query > 0).sum())} queries); "
+        "the rule removes them",
+        (ctx.q_name(i) for i in np.flatnonzero(per_query)),
+        "if they were left in",
+        lambda: ctx.metrics(q_cams=elsewhere),
+    )
 
 
 def _has_valid_match(qp: np.ndarray, gp: np.ndarray, qc: np.ndarray, gc: np.ndarray) -> np.ndarray:

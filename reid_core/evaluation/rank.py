@@ -30,8 +30,9 @@ Chapters: 01 (the protocol, CMC and mAP), book page "Evaluation at scale".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -40,8 +41,8 @@ from tqdm import tqdm
 
 from reid_core.arrays import ArrayLike
 from reid_core.evaluation.distance import Metric, available_memory_bytes, check_memory, make_distance_fn
-from reid_core.evaluation.rank_counts import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
 from reid_core.evaluation.per_query_metrics import query_metrics
+from reid_core.evaluation.rank_counts import GalleryGroups, GridWorkspace, grid_working_bytes, match_ranks
 
 __all__ = [
     "RankResult",
@@ -333,8 +334,12 @@ def evaluate_rank_detailed(
                 if repeat == 0:  # checked slice by slice, while the slice is in the cache for the pass
                     _check_no_nan(dist[s:e], start + s, start + e)
                 ranks, n_pos = match_ranks(
-                    dist[s:e], q_pid_t[start + s : start + e], q_cam_t[start + s : start + e], groups,
-                    None if keep is None else keep[s:e], workspace,
+                    dist[s:e],
+                    q_pid_t[start + s : start + e],
+                    q_cam_t[start + s : start + e],
+                    groups,
+                    None if keep is None else keep[s:e],
+                    workspace,
                 )  # (b, P), (b,)
                 sums.add(start + s, ranks, n_pos)
     return sums.result(repeats)
@@ -425,8 +430,10 @@ def _sample_one_per_identity(keys: Tensor, candidate: Tensor, g_pid_code: Tensor
 
 def _check_lengths(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike) -> tuple[int, int]:
     """Q and G from the id arrays, which must be 1-D and agree in length."""
-    shapes = {name: tuple(np.shape(x)) for name, x in
-              (("q_pids", q_pids), ("g_pids", g_pids), ("q_camids", q_camids), ("g_camids", g_camids))}
+    shapes = {
+        name: tuple(np.shape(x))
+        for name, x in (("q_pids", q_pids), ("g_pids", g_pids), ("q_camids", q_camids), ("g_camids", g_camids))
+    }
     for name, shape in shapes.items():
         if len(shape) != 1:
             raise ValueError(f"{name} must be 1-D, got shape {shape}")
@@ -453,7 +460,9 @@ def _as_id_tensor(x: ArrayLike, name: str, device: torch.device) -> Tensor:
     return t.to(device=device, dtype=torch.int64)
 
 
-def _distance_source(distmat: DistanceSource, num_q: int, num_g: int) -> tuple[Callable[[int, int], Tensor], torch.device]:
+def _distance_source(
+    distmat: DistanceSource, num_q: int, num_g: int
+) -> tuple[Callable[[int, int], Tensor], torch.device]:
     """A block getter over the distances, and the device the work runs on."""
     if callable(distmat):
         probe = torch.as_tensor(distmat(0, 1))  # one row, to learn the device
@@ -472,7 +481,10 @@ def _distance_source(distmat: DistanceSource, num_q: int, num_g: int) -> tuple[C
 def _checked_block(block: Tensor, start: int, end: int, num_g: int, device: torch.device) -> Tensor:
     """Validate one (end - start, G) block's shape and dtype; bring it to float32 or float64."""
     if tuple(block.shape) != (end - start, num_g):
-        raise ValueError(f"distance block for queries [{start}, {end}) must have shape {(end - start, num_g)}, got {tuple(block.shape)}")
+        raise ValueError(
+            f"distance block for queries [{start}, {end}) must have shape {(end - start, num_g)}, got "
+            f"{tuple(block.shape)}"
+        )
     if block.dtype == torch.bool or block.is_complex():
         raise ValueError(f"distmat must be real-valued, got dtype {block.dtype}")
     if not block.is_floating_point():

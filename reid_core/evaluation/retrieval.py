@@ -126,8 +126,14 @@ def build_index(
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
     foreign = {
-        "flat": dict(nlist=nlist, nprobe=nprobe, train_size=train_size, hnsw_m=hnsw_m,
-                     ef_construction=ef_construction, ef_search=ef_search),
+        "flat": dict(
+            nlist=nlist,
+            nprobe=nprobe,
+            train_size=train_size,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+        ),
         "ivf": dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search),
         "hnsw": dict(nlist=nlist, nprobe=nprobe, train_size=train_size),
     }[kind]
@@ -255,7 +261,9 @@ def recall_at_k(approx_indices: ArrayLike, exact_indices: ArrayLike, k: int) -> 
     approx = torch.as_tensor(approx_indices)
     exact = torch.as_tensor(exact_indices).to(approx.device)
     if approx.dim() != 2 or exact.dim() != 2 or approx.shape[0] != exact.shape[0]:
-        raise ValueError(f"expected approx and exact indices (Q, k), got {tuple(approx.shape)} and {tuple(exact.shape)}")
+        raise ValueError(
+            f"expected approx and exact indices (Q, k), got {tuple(approx.shape)} and {tuple(exact.shape)}"
+        )
     if not 1 <= k <= min(approx.shape[1], exact.shape[1]):
         raise ValueError(f"k must be in [1, {min(approx.shape[1], exact.shape[1])}], got {k}")
     found = 0

@@ -21,11 +21,11 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ def require_optional(module: str, extra: str) -> ModuleType:
     try:
         return import_module(module)
     except ImportError as err:
-        raise ImportError(f"{module} is not installed; it comes with the '{extra}' extra: "
-                          f"pip install 'reid_core[{extra}]'") from err
+        raise ImportError(
+            f"{module} is not installed; it comes with the '{extra}' extra: pip install 'reid_core[{extra}]'"
+        ) from err
 
 
 class EmbeddingGraph(nn.Module):
@@ -67,8 +68,10 @@ class EmbeddingGraph(nn.Module):
     def _embed(self, images: Tensor) -> Tensor:
         value = getattr(self.model(images), self.field)
         if value is None or value.dim() != 2:
-            raise ValueError(f"the embedding field {self.field!r} must be a (B, D) tensor, got "
-                             f"{None if value is None else tuple(value.shape)}")
+            raise ValueError(
+                f"the embedding field {self.field!r} must be a (B, D) tensor, got "
+                f"{None if value is None else tuple(value.shape)}"
+            )
         return value  # (B, D)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -108,12 +111,14 @@ class OnnxExportReport:
 
     def format(self) -> str:
         diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in self.max_abs_diff.items())
-        return (f"wrote {self.path} (opset {self.opset}, input images (batch, 3, H, W), output embedding "
-                f"(batch, {self.embedding_dim}), dynamic batch axis)\n"
-                f"onnxruntime vs PyTorch, max |diff|: {diffs} (tolerance {self.tolerance:.0e})\n"
-                f"CPU latency per image (batch {self.latency_batch}, {self.threads} thread(s), median): "
-                f"PyTorch {self.torch_ms_per_image:.2f} ms, onnxruntime {self.onnx_ms_per_image:.2f} ms "
-                f"(ratio {self.torch_ms_per_image / self.onnx_ms_per_image:.2f})")
+        return (
+            f"wrote {self.path} (opset {self.opset}, input images (batch, 3, H, W), output embedding "
+            f"(batch, {self.embedding_dim}), dynamic batch axis)\n"
+            f"onnxruntime vs PyTorch, max |diff|: {diffs} (tolerance {self.tolerance:.0e})\n"
+            f"CPU latency per image (batch {self.latency_batch}, {self.threads} thread(s), median): "
+            f"PyTorch {self.torch_ms_per_image:.2f} ms, onnxruntime {self.onnx_ms_per_image:.2f} ms "
+            f"(ratio {self.torch_ms_per_image / self.onnx_ms_per_image:.2f})"
+        )
 
 
 def _median_seconds(runs: Sequence[Callable[[], object]], repeats: int, warmup: int = 2) -> list[float]:
@@ -185,14 +190,23 @@ def export_onnx(
     try:
         with torch.no_grad():
             torch.onnx.export(
-                graph, (images(2),), str(tmp), input_names=["images"], output_names=["embedding"],
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}, opset_version=opset,
-                dynamo=True, external_data=False, verbose=False,
+                graph,
+                (images(2),),
+                str(tmp),
+                input_names=["images"],
+                output_names=["embedding"],
+                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
             )
         proto = onnx.load(str(tmp))
-        metadata = {"reid_core.model_card": json.dumps({k: v for k, v in card.to_dict().items() if k != "calibration"}),
-                    "reid_core.input": f"RGB images resized to {card.height}x{card.width}, scaled to [0, 1], "
-                                       f"normalised with mean {list(card.mean)} and std {list(card.std)}"}
+        metadata = {
+            "reid_core.model_card": json.dumps({k: v for k, v in card.to_dict().items() if k != "calibration"}),
+            "reid_core.input": f"RGB images resized to {card.height}x{card.width}, scaled to [0, 1], "
+            f"normalised with mean {list(card.mean)} and std {list(card.std)}",
+        }
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -212,28 +226,38 @@ def export_onnx(
                 expected = graph(x).numpy()  # (B, D)
                 got = session.run(["embedding"], {"images": x.numpy()})[0]  # (B, D)
                 if got.shape != expected.shape:
-                    raise OnnxMismatchError(f"batch {batch}: onnxruntime gives shape {got.shape}, "
-                                            f"PyTorch {expected.shape}")
+                    raise OnnxMismatchError(
+                        f"batch {batch}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}"
+                    )
                 diffs[batch] = float(np.abs(got - expected).max())
                 embedding_dim = expected.shape[1]
             worst = max(diffs.values())
             if not worst <= tolerance:
-                raise OnnxMismatchError(f"onnxruntime differs from PyTorch by up to {worst:.3e} (> {tolerance:.0e}) "
-                                        f"on batches {diffs}; no file written to {path}")
+                raise OnnxMismatchError(
+                    f"onnxruntime differs from PyTorch by up to {worst:.3e} (> {tolerance:.0e}) "
+                    f"on batches {diffs}; no file written to {path}"
+                )
             x = images(latency_batch)
             x_np = x.numpy()
             saved_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
                 torch_s, onnx_s = _median_seconds(
-                    [lambda: graph(x), lambda: session.run(["embedding"], {"images": x_np})], latency_repeats)
+                    [lambda: graph(x), lambda: session.run(["embedding"], {"images": x_np})], latency_repeats
+                )
             finally:
                 torch.set_num_threads(saved_threads)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return OnnxExportReport(
-        path=path, opset=opset, embedding_dim=embedding_dim, max_abs_diff=diffs, tolerance=tolerance,
-        latency_batch=latency_batch, torch_ms_per_image=1000 * torch_s / latency_batch,
-        onnx_ms_per_image=1000 * onnx_s / latency_batch, threads=threads,
+        path=path,
+        opset=opset,
+        embedding_dim=embedding_dim,
+        max_abs_diff=diffs,
+        tolerance=tolerance,
+        latency_batch=latency_batch,
+        torch_ms_per_image=1000 * torch_s / latency_batch,
+        onnx_ms_per_image=1000 * onnx_s / latency_batch,
+        threads=threads,
     )

@@ -11,7 +11,7 @@ losses, mutual learning), 05 (QAConv's matching losses).
 """
 
 from reid_core.losses.adacos import AdaCos, adacos_fixed_scale
-from reid_core.losses.aligned_triplet import AlignedReIDLoss, AlignedTripletLoss, MINING
+from reid_core.losses.aligned_triplet import MINING, AlignedReIDLoss, AlignedTripletLoss
 from reid_core.losses.arcface import ArcFace
 from reid_core.losses.baseline_loss import BaselineLoss
 from reid_core.losses.contrastive import ContrastiveLoss
@@ -24,8 +24,8 @@ from reid_core.losses.metric_criterion import (
     HEAD_LOSSES,
     LOSS_TITLES,
     METRIC_LOSSES,
-    MetricCriterion,
     PAIR_LOSSES,
+    MetricCriterion,
     build_metric_criterion,
     sphereface_gamma_for,
 )

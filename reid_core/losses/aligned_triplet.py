@@ -31,8 +31,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.alignment import paired_aligned_distance, pairwise_aligned_distance
 from reid_core.evaluation.distance import pairwise_distance

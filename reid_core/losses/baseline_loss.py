@@ -31,8 +31,9 @@ class BaselineLoss(nn.Module):
         label_smoothing: epsilon of the smoothed target (0 = plain cross-entropy).
     """
 
-    def __init__(self, id_weight: float = 1.0, triplet_weight: float = 1.0, margin: float = 0.3,
-                 label_smoothing: float = 0.1) -> None:
+    def __init__(
+        self, id_weight: float = 1.0, triplet_weight: float = 1.0, margin: float = 0.3, label_smoothing: float = 0.1
+    ) -> None:
         super().__init__()
         if id_weight <= 0 and triplet_weight <= 0:
             raise ValueError("BaselineLoss needs id_weight > 0 or triplet_weight > 0")

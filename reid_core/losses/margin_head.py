@@ -149,17 +149,13 @@ class MarginHead(nn.Module):
     def _check_inputs(self, embeddings: Tensor, labels: Tensor | None) -> None:
         """Raise a ValueError naming the argument when a shape, dtype or label is wrong."""
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
-            raise ValueError(
-                f"embeddings must be (B, {self.embedding_dim}), got {tuple(embeddings.shape)}"
-            )
+            raise ValueError(f"embeddings must be (B, {self.embedding_dim}), got {tuple(embeddings.shape)}")
         if not embeddings.is_floating_point():
             raise ValueError(f"embeddings must be a floating tensor, got {embeddings.dtype}")
         if labels is None:
             return
         if labels.shape != embeddings.shape[:1]:
-            raise ValueError(
-                f"labels must be ({embeddings.shape[0]},) to match embeddings, got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"labels must be ({embeddings.shape[0]},) to match embeddings, got {tuple(labels.shape)}")
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
         # Checked here: an out-of-range index would surface on CUDA as an opaque device assert.

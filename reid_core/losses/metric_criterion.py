@@ -35,20 +35,39 @@ from reid_core.losses.sphereface import SphereFace
 from reid_core.losses.triplet import TripletLoss
 from reid_core.models.outputs import ReIDOutput
 
-__all__ = ["METRIC_LOSSES", "HEAD_LOSSES", "PAIR_LOSSES", "LOSS_TITLES", "DEFAULT_HPARAMS", "MetricCriterion",
-           "build_metric_criterion", "sphereface_gamma_for"]
+__all__ = [
+    "METRIC_LOSSES",
+    "HEAD_LOSSES",
+    "PAIR_LOSSES",
+    "LOSS_TITLES",
+    "DEFAULT_HPARAMS",
+    "MetricCriterion",
+    "build_metric_criterion",
+    "sphereface_gamma_for",
+]
 
 HEAD_LOSSES = ("softmax", "l2_softmax", "sphereface", "cosface", "arcface", "adacos")
 PAIR_LOSSES = ("contrastive", "triplet")
 METRIC_LOSSES = ("softmax", "contrastive", "triplet", "l2_softmax", "sphereface", "cosface", "arcface", "adacos")
 
 # how figures, tables and results JSON name each loss
-LOSS_TITLES = {"softmax": "softmax", "contrastive": "contrastive (siamese)", "triplet": "triplet (batch-hard)",
-               "l2_softmax": "L2-softmax", "sphereface": "SphereFace", "cosface": "CosFace", "arcface": "ArcFace",
-               "adacos": "AdaCos"}
+LOSS_TITLES = {
+    "softmax": "softmax",
+    "contrastive": "contrastive (siamese)",
+    "triplet": "triplet (batch-hard)",
+    "l2_softmax": "L2-softmax",
+    "sphereface": "SphereFace",
+    "cosface": "CosFace",
+    "arcface": "ArcFace",
+    "adacos": "AdaCos",
+}
 
 _HEADS: dict[str, type[nn.Module]] = {
-    "l2_softmax": L2Softmax, "sphereface": SphereFace, "cosface": CosFace, "arcface": ArcFace, "adacos": AdaCos,
+    "l2_softmax": L2Softmax,
+    "sphereface": SphereFace,
+    "cosface": CosFace,
+    "arcface": ArcFace,
+    "adacos": AdaCos,
 }
 
 # Defaults for few classes (tens to hundreds). The margin heads' scale is the common code
@@ -103,8 +122,9 @@ class MetricCriterion(nn.Module):
         head: the head (its ``weight`` is the (C, D) class-weight matrix), or ``None``.
     """
 
-    def __init__(self, name: str, head: nn.Module | None = None, pair_loss: nn.Module | None = None,
-                 normalize_pairs: bool = True) -> None:
+    def __init__(
+        self, name: str, head: nn.Module | None = None, pair_loss: nn.Module | None = None, normalize_pairs: bool = True
+    ) -> None:
         super().__init__()
         if (head is None) == (pair_loss is None):
             raise ValueError("MetricCriterion needs exactly one of head and pair_loss")
@@ -116,8 +136,10 @@ class MetricCriterion(nn.Module):
             raise ValueError(f"loss {self.name!r} has no classification head")
         if isinstance(self.head, nn.Linear):
             if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_features:
-                raise ValueError(f"loss {self.name!r}: embeddings must be (B, {self.head.in_features}) (the head's "
-                                 f"embedding_dim), got {tuple(embeddings.shape)}")
+                raise ValueError(
+                    f"loss {self.name!r}: embeddings must be (B, {self.head.in_features}) (the head's "
+                    f"embedding_dim), got {tuple(embeddings.shape)}"
+                )
             return self.head(embeddings)  # (B, C)
         return self.head(embeddings, labels)  # (B, C)
 
@@ -167,4 +189,3 @@ def build_metric_criterion(loss: str, embedding_dim: int, num_classes: int, **hp
         normalize = kwargs.pop("normalize", True)
         return MetricCriterion(loss, pair_loss=TripletLoss(**kwargs), normalize_pairs=normalize)
     return MetricCriterion(loss, head=_HEADS[loss](embedding_dim, num_classes, **kwargs))
-

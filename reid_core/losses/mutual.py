@@ -42,8 +42,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.alignment import pairwise_aligned_distance
 from reid_core.evaluation.distance import pairwise_distance
@@ -72,7 +72,9 @@ def classification_mutual_loss(logits: Tensor, peer_logits: Tensor) -> Tensor:
         Scalar KL divergence averaged over the batch, in float32.
     """
     if logits.dim() != 2 or logits.shape != peer_logits.shape:
-        raise ValueError(f"logits and peer_logits must both be (N, C), got {tuple(logits.shape)} and {tuple(peer_logits.shape)}")
+        raise ValueError(
+            f"logits and peer_logits must both be (N, C), got {tuple(logits.shape)} and {tuple(peer_logits.shape)}"
+        )
     log_p = F.log_softmax(logits.float(), dim=1)  # (N, C)
     log_q = F.log_softmax(peer_logits.detach().float(), dim=1)  # (N, C) the constant target
     return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
@@ -89,7 +91,9 @@ def metric_mutual_loss(dist: Tensor, peer_dist: Tensor) -> Tensor:
         Scalar mean squared difference.
     """
     if dist.dim() != 2 or dist.shape != peer_dist.shape:
-        raise ValueError(f"dist and peer_dist must both be (N, N), got {tuple(dist.shape)} and {tuple(peer_dist.shape)}")
+        raise ValueError(
+            f"dist and peer_dist must both be (N, N), got {tuple(dist.shape)} and {tuple(peer_dist.shape)}"
+        )
     return (peer_dist.detach().float() - dist.float()).pow(2).mean()
 
 
@@ -175,8 +179,11 @@ class MutualLearningLoss(nn.Module):
         local_mutual_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        check_nonnegative_weights(prob_mutual_weight=prob_mutual_weight, global_mutual_weight=global_mutual_weight,
-                                  local_mutual_weight=local_mutual_weight)
+        check_nonnegative_weights(
+            prob_mutual_weight=prob_mutual_weight,
+            global_mutual_weight=global_mutual_weight,
+            local_mutual_weight=local_mutual_weight,
+        )
         self.own = AlignedReIDLoss(margin, local_margin, mining, id_weight, global_weight, local_weight)
         self.prob_mutual_weight = prob_mutual_weight
         self.global_mutual_weight = global_mutual_weight
@@ -207,13 +214,16 @@ class MutualLearningLoss(nn.Module):
             if self.prob_mutual_weight > 0:
                 if not isinstance(own.logits, Tensor) or not isinstance(peer.logits, Tensor):
                     raise ValueError("prob_mutual_weight > 0 needs both outputs' logits (B, C)")
-                terms["prob_mutual" + suffix] = self.prob_mutual_weight * classification_mutual_loss(own.logits, peer.logits)
+                terms["prob_mutual" + suffix] = self.prob_mutual_weight * classification_mutual_loss(
+                    own.logits, peer.logits
+                )
             if self.global_mutual_weight > 0:
                 terms["global_mutual" + suffix] = self.global_mutual_weight * metric_mutual_loss(
                     global_dists[k], global_dists[j]
                 )
             if self.local_mutual_weight > 0:
                 terms["local_mutual" + suffix] = self.local_mutual_weight * metric_mutual_loss(
-                    local_dists[k], local_dists[j]  # type: ignore[arg-type]
+                    local_dists[k],
+                    local_dists[j],  # type: ignore[arg-type]
                 )
         return terms

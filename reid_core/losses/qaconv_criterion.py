@@ -58,8 +58,15 @@ class QAConvCriterion(nn.Module):
         ``{"triplet": loss}`` or ``{"pairwise": loss}``, the weighted scalar term.
     """
 
-    def __init__(self, matcher: QAConv, loss: str = "triplet", margin: float = 16.0, weight: float = 1.0,
-                 track: bool = True, batch_scope: BatchScope = "global") -> None:
+    def __init__(
+        self,
+        matcher: QAConv,
+        loss: str = "triplet",
+        margin: float = 16.0,
+        weight: float = 1.0,
+        track: bool = True,
+        batch_scope: BatchScope = "global",
+    ) -> None:
         super().__init__()
         check_batch_scope(batch_scope)
         if loss not in ("triplet", "pairwise"):
@@ -69,8 +76,11 @@ class QAConvCriterion(nn.Module):
         self.matcher = matcher
         self.name = loss
         self.batch_scope = batch_scope
-        self.loss_fn: nn.Module = (ScoreTripletLoss(margin, batch_scope=batch_scope) if loss == "triplet"
-                                   else PairwiseMatchingLoss(batch_scope=batch_scope))
+        self.loss_fn: nn.Module = (
+            ScoreTripletLoss(margin, batch_scope=batch_scope)
+            if loss == "triplet"
+            else PairwiseMatchingLoss(batch_scope=batch_scope)
+        )
         self.weight = weight
         self.track = track
         self.log: list[dict[str, float]] = []

@@ -24,8 +24,8 @@ Chapter: ``notebooks/05_graph_sampling.py``.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.collectives import BatchScope, check_batch_scope, pooled_mean, self_pairs
 

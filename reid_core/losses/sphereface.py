@@ -110,9 +110,7 @@ class SphereFace(MarginHead):
         if int(m) != m or m < 1:
             raise ValueError(f"m must be a positive integer, got {m}")
         if base < 0 or gamma < 0 or power < 0 or lambda_min < 0:
-            raise ValueError(
-                f"base, gamma, power, lambda_min must be >= 0, got {base}, {gamma}, {power}, {lambda_min}"
-            )
+            raise ValueError(f"base, gamma, power, lambda_min must be >= 0, got {base}, {gamma}, {power}, {lambda_min}")
         self.m = int(m)
         self.base, self.gamma, self.power, self.lambda_min = float(base), float(gamma), float(power), float(lambda_min)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))

@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.collectives import BatchScope, batch_columns, check_batch_scope, pooled_mean, self_pairs
 from reid_core.evaluation.distance import Metric, pairwise_distance

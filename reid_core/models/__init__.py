@@ -1,16 +1,16 @@
 """Models: a ResNet backbone factory and one module per work, all returning ``ReIDOutput``."""
 
-from reid_core.models.alignedreid import AlignedReID, POOL_TYPES
-from reid_core.models.backbone import BACKBONES, ResNetBackbone, STAGES, build_backbone
-from reid_core.models.baseline import BaselineNet, GeneralizedMeanPooling, NECKS, POOLINGS, build_global_pooling
+from reid_core.models.alignedreid import POOL_TYPES, AlignedReID
+from reid_core.models.backbone import BACKBONES, STAGES, ResNetBackbone, build_backbone
+from reid_core.models.baseline import NECKS, POOLINGS, BaselineNet, GeneralizedMeanPooling, build_global_pooling
 from reid_core.models.color_histogram import color_histogram_features, hsv_bins
 from reid_core.models.concat_ensemble import ConcatEnsemble
 from reid_core.models.digits_net import DigitsConvNet
 from reid_core.models.embedding_net import EmbeddingNet
 from reid_core.models.ensemblenet import (
+    MAX_BRANCHES,
     BranchActivation,
     EnsembleNet,
-    MAX_BRANCHES,
     PartHead,
     ensemble_loss,
     part_activation_maps,

@@ -15,8 +15,8 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 __all__ = ["ResNetBackbone", "build_backbone", "BACKBONES", "STAGES"]
+
 
 # name -> (torchvision constructor, ImageNet weights enum, channels of layer1..layer4)
 def _resnet10(weights: object = None) -> tvm.ResNet:
@@ -79,8 +80,10 @@ class ResNetBackbone(nn.Module):
         ctor, weights, channels = BACKBONES[name]
         net = ctor(weights=None)
         if pretrained and weights is None:
-            raise ValueError(f"{name} has no ImageNet weights; use pretrained=False or one of "
-                             f"{sorted(k for k, v in BACKBONES.items() if v[1] is not None)}")
+            raise ValueError(
+                f"{name} has no ImageNet weights; use pretrained=False or one of "
+                f"{sorted(k for k, v in BACKBONES.items() if v[1] is not None)}"
+            )
         if pretrained:
             net.load_state_dict(_load_imagenet_state(name, weights))
         _set_last_stride(net.layer4, last_stride)

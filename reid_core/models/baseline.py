@@ -38,8 +38,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput

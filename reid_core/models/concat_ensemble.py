@@ -15,7 +15,7 @@ Chapter: 04 (EnsembleNet).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -41,8 +41,13 @@ class EmbeddingNet(nn.Module):
         torch.Size([2, 128])
     """
 
-    def __init__(self, backbone: str = "resnet18", embedding_dim: int | None = None, pretrained: bool = False,
-                 last_stride: int = 1) -> None:
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        embedding_dim: int | None = None,
+        pretrained: bool = False,
+        last_stride: int = 1,
+    ) -> None:
         super().__init__()
         if embedding_dim is not None and embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1 or None, got {embedding_dim}")

@@ -44,8 +44,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from reid_core.models.backbone import build_backbone
 from reid_core.models.outputs import ReIDOutput
@@ -284,9 +284,7 @@ def ensemble_loss(output: ReIDOutput, labels: Tensor, label_smoothing: float = 0
     total = output.logits[0].new_zeros(())
     for k, part_logits in enumerate(output.logits):
         if part_logits.dim() != 2 or part_logits.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"part {k}: logits {tuple(part_logits.shape)} do not match labels {tuple(labels.shape)}"
-            )
+            raise ValueError(f"part {k}: logits {tuple(part_logits.shape)} do not match labels {tuple(labels.shape)}")
         total = total + F.cross_entropy(part_logits, labels.long(), label_smoothing=label_smoothing)
     return total
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-
 __all__ = ["ReIDOutput"]
+
 
 @dataclass
 class ReIDOutput:

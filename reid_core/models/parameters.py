@@ -5,7 +5,7 @@ Chapters: 02 (head size against the number of classes), 04 (EnsembleNet against 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from torch import nn
 

@@ -38,8 +38,8 @@ import contextlib
 import math
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from reid_core.models.backbone import build_backbone
@@ -119,7 +119,7 @@ class QAConvNet(nn.Module):
         self.num_features = neck_dim
         self.map_height, self.map_width = feature_map_size(height, width)
 
-    def make_matcher(self) -> "QAConv":
+    def make_matcher(self) -> QAConv:
         """A :class:`QAConv` matcher sized for this network's maps."""
         return QAConv(self.num_features, self.map_height, self.map_width)
 

@@ -7,7 +7,8 @@ so a new model is tested without new test code (the timm way).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

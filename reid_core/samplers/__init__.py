@@ -5,11 +5,11 @@
 gives each process of a ``torchrun`` job whole P x K groups of every global batch.
 """
 
-from reid_core.samplers.random_identity import RandomIdentitySampler
-from reid_core.samplers.graph_sampler import GraphSampler, nearest_classes
 from reid_core.samplers.class_distance import build_class_distance, load_rgb, pick_class_representatives
-from reid_core.samplers.graph_epoch import GraphSamplingCallback, preloaded_image_lookup
 from reid_core.samplers.distributed import DistributedIdentitySampler
+from reid_core.samplers.graph_epoch import GraphSamplingCallback, preloaded_image_lookup
+from reid_core.samplers.graph_sampler import GraphSampler, nearest_classes
+from reid_core.samplers.random_identity import RandomIdentitySampler
 
 __all__ = [
     "DistributedIdentitySampler",

@@ -81,9 +81,17 @@ class GraphSamplingCallback:
         class_dist: the last (C, C) distance (CPU), for figures.
     """
 
-    def __init__(self, sampler: GraphSampler, items: Sequence[Sequence[Any]], transform: Callable[[Any], Tensor],
-                 matcher: nn.Module | str, image_loader: Callable[[Any], Any] | None = None, start_epoch: int = 0,
-                 chunk_size: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        sampler: GraphSampler,
+        items: Sequence[Sequence[Any]],
+        transform: Callable[[Any], Tensor],
+        matcher: nn.Module | str,
+        image_loader: Callable[[Any], Any] | None = None,
+        start_epoch: int = 0,
+        chunk_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
         if not isinstance(sampler, GraphSampler):
             raise TypeError(f"sampler must be a GraphSampler, got {type(sampler).__name__}")
         if len(items) != len(sampler.pids):
@@ -109,9 +117,17 @@ class GraphSamplingCallback:
         if is_main_process():  # the only process without a process group
             kwargs: dict[str, Any] = {} if self.image_loader is None else {"loader": self.image_loader}
             with eval_mode(model, self.matcher):  # build_class_distance alone restores only the top-level flag
-                dist = build_class_distance(model, self.items, self.transform, self.matcher, device=device,
-                                            seed=self.seed * 100003 + epoch, chunk_size=self.chunk_size,
-                                            progress=False, **kwargs)  # (C, C)
+                dist = build_class_distance(
+                    model,
+                    self.items,
+                    self.transform,
+                    self.matcher,
+                    device=device,
+                    seed=self.seed * 100003 + epoch,
+                    chunk_size=self.chunk_size,
+                    progress=False,
+                    **kwargs,
+                )  # (C, C)
             self.sampler.update_graph(dist)
             self.class_dist = dist.detach().float().cpu()
         if is_distributed():  # rank 0's graph to every process

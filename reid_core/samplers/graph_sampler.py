@@ -211,8 +211,10 @@ class GraphSampler(Sampler[int]):
         if array.shape != expected:
             raise ValueError(f"neighbors must have shape (C, k) = {expected}, got {array.shape}")
         if array.size and (array.min() < 0 or array.max() >= self.num_classes):
-            raise ValueError(f"neighbors must hold class indices in [0, {self.num_classes}), "
-                             f"got values in [{array.min()}, {array.max()}]")
+            raise ValueError(
+                f"neighbors must hold class indices in [0, {self.num_classes}), "
+                f"got values in [{array.min()}, {array.max()}]"
+            )
         self.neighbors = array
 
     def batch_classes(self) -> np.ndarray:

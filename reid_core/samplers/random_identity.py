@@ -79,8 +79,9 @@ class RandomIdentitySampler(Sampler[int]):
         >>> loader = DataLoader(dataset, batch_size=4, sampler=sampler)  # doctest: +SKIP
     """
 
-    def __init__(self, pids: Sequence[int] | Tensor | np.ndarray, batch_size: int, num_instances: int,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, pids: Sequence[int] | Tensor | np.ndarray, batch_size: int, num_instances: int, seed: int | None = None
+    ) -> None:
         pid_array = as_pid_array(pids)  # (N,)
         if num_instances < 1:
             raise ValueError(f"num_instances must be >= 1, got {num_instances}")
@@ -124,7 +125,7 @@ class RandomIdentitySampler(Sampler[int]):
                 groups.append([group])
             else:
                 shuffled = rng.permutation(indices)
-                groups.append([shuffled[j * k:(j + 1) * k] for j in range(len(indices) // k)])
+                groups.append([shuffled[j * k : (j + 1) * k] for j in range(len(indices) // k)])
         return groups
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
@@ -165,5 +166,7 @@ class RandomIdentitySampler(Sampler[int]):
         return iter(indices.tolist())
 
     def __repr__(self) -> str:
-        return (f"RandomIdentitySampler(P={self.num_pids_per_batch}, K={self.num_instances}, "
-                f"{len(self.indices_per_id)} ids, {self.num_batches} batches/epoch, seed={self.seed})")
+        return (
+            f"RandomIdentitySampler(P={self.num_pids_per_batch}, K={self.num_instances}, "
+            f"{len(self.indices_per_id)} ids, {self.num_batches} batches/epoch, seed={self.seed})"
+        )

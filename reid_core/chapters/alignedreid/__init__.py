@@ -4,10 +4,10 @@ Notebook: ``notebooks/03_alignedreid.py``.
 """
 
 from reid_core.chapters.alignedreid.experiment import (
+    TEST_DISTANCES,
     AblationRow,
     DistanceBlocks,
     ExamplePair,
-    TEST_DISTANCES,
     ablation_markdown,
     ablation_rows,
     box_shifts,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,22 @@ from reid_core.evaluation.distance import compute_distance_matrix
 from reid_core.evaluation.rerank.k_reciprocal import re_ranking
 from reid_core.modes import eval_mode
 
-__all__ = ["TEST_DISTANCES", "extract_global_local", "DistanceBlocks", "distance_blocks", "evaluate_test_distances", "AblationRow", "ablation_rows", "ablation_markdown", "ExamplePair", "misaligned_pair", "cross_camera_pair", "box_shifts", "expected_path_offset", "mean_path_offsets"]
+__all__ = [
+    "TEST_DISTANCES",
+    "extract_global_local",
+    "DistanceBlocks",
+    "distance_blocks",
+    "evaluate_test_distances",
+    "AblationRow",
+    "ablation_rows",
+    "ablation_markdown",
+    "ExamplePair",
+    "misaligned_pair",
+    "cross_camera_pair",
+    "box_shifts",
+    "expected_path_offset",
+    "mean_path_offsets",
+]
 
 
 TEST_DISTANCES = ("global", "global+local", "local", "local (row by row)")
@@ -129,8 +144,9 @@ class DistanceBlocks:
     q_q: Tensor | None = None
     g_g: Tensor | None = None
 
-    def __add__(self, other: "DistanceBlocks") -> "DistanceBlocks":
+    def __add__(self, other: DistanceBlocks) -> DistanceBlocks:
         """Block-wise sum (a block missing on either side is missing in the sum)."""
+
         def add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
             return None if a is None or b is None else a + b
 
@@ -169,8 +185,10 @@ def distance_blocks(
     expected_dim = 2 if kind == "global" else 3
     for name, feats in (("query", query), ("gallery", gallery)):
         if feats.features.dim() != expected_dim:
-            raise ValueError(f"{kind!r} distance needs {name} features with {expected_dim} dims, "
-                             f"got shape {tuple(feats.features.shape)}")
+            raise ValueError(
+                f"{kind!r} distance needs {name} features with {expected_dim} dims, "
+                f"got shape {tuple(feats.features.shape)}"
+            )
     dist = functions[kind]
     target = query.features.device if device is None else torch.device(device)
     q, g = query.features.to(target), gallery.features.to(target)
@@ -237,8 +255,9 @@ def evaluate_test_distances(
         for rr in rerank:
             q_g = d.q_g
             if rr:
-                q_g = torch.as_tensor(re_ranking(d.q_g, d.q_q, d.g_g, k1=k1, k2=k2, lambda_value=lambda_value,
-                                                 progress=False))  # (Q, G)
+                q_g = torch.as_tensor(
+                    re_ranking(d.q_g, d.q_q, d.g_g, k1=k1, k2=k2, lambda_value=lambda_value, progress=False)
+                )  # (Q, G)
             results[(name, bool(rr))] = evaluate_distance(q_g.cpu(), query_global, gallery_global)
     return results
 
@@ -265,8 +284,10 @@ class AblationRow:
 
 def ablation_rows(world: str, training: str, results: Mapping[tuple[str, bool], EvalResult]) -> list[AblationRow]:
     """Turn :func:`evaluate_test_distances`' output for one model into :class:`AblationRow` s."""
-    return [AblationRow(world, training, test, rr, r.metrics["rank1"], r.metrics["mAP"])
-            for (test, rr), r in results.items()]
+    return [
+        AblationRow(world, training, test, rr, r.metrics["rank1"], r.metrics["mAP"])
+        for (test, rr), r in results.items()
+    ]
 
 
 def _ordered(values: Iterable[str]) -> list[str]:
@@ -353,20 +374,25 @@ def misaligned_pair(root: str | Path, same_view: bool = True, same_camera: bool 
     for pid in sorted(by_pid):
         rows = by_pid[pid]
         for i, a in enumerate(rows):
-            for b in rows[i + 1:]:
+            for b in rows[i + 1 :]:
                 if (same_view and a["view"] != b["view"]) or (same_camera and a["camera"] != b["camera"]):
                     continue
                 score = abs(float(a["shift_y"]) - float(b["shift_y"])) + abs(
-                    math.log(float(a["scale"]) / float(b["scale"])))
+                    math.log(float(a["scale"]) / float(b["scale"]))
+                )
                 if best is None or score > best[0]:
                     best = (score, a, b)
     if best is None:
-        raise ValueError(f"misaligned_pair: no test identity in {table} has two unoccluded images"
-                         + (" seen from the same side" if same_view else "")
-                         + (" by the same camera" if same_camera else ""))
+        raise ValueError(
+            f"misaligned_pair: no test identity in {table} has two unoccluded images"
+            + (" seen from the same side" if same_view else "")
+            + (" by the same camera" if same_camera else "")
+        )
     _, a, b = best
     paths = [str(Path(root) / _SPLIT_FOLDERS[r["split"]] / r["filename"]) for r in (a, b)]
-    note = "; ".join(f"{r['filename']}: shift_y {float(r['shift_y']):+.3f}, scale {float(r['scale']):.2f}" for r in (a, b))
+    note = "; ".join(
+        f"{r['filename']}: shift_y {float(r['shift_y']):+.3f}, scale {float(r['scale']):.2f}" for r in (a, b)
+    )
     return ExamplePair(paths[0], paths[1], int(a["pid"]), note)
 
 
@@ -384,7 +410,9 @@ def cross_camera_pair(query: Sequence[tuple[str, int, int]], gallery: Sequence[t
     for path, pid, cam in query:
         for g_path, g_pid, g_cam in gallery:
             if g_pid == pid and g_cam != cam:
-                return ExamplePair(str(path), str(g_path), int(pid), f"query camera {cam + 1}, gallery camera {g_cam + 1}")
+                return ExamplePair(
+                    str(path), str(g_path), int(pid), f"query camera {cam + 1}, gallery camera {g_cam + 1}"
+                )
     raise ValueError("cross_camera_pair: no query has a gallery image of its identity from another camera")
 
 
@@ -439,8 +467,10 @@ def mean_path_offsets(local_a: Tensor, local_b: Tensor) -> Tensor:
         (K,) float32 offsets, in stripes.
     """
     if local_a.dim() != 3 or local_b.dim() != 3 or local_a.shape[0] != local_b.shape[0]:
-        raise ValueError(f"local_a and local_b must be (K, S, d) with the same K, "
-                         f"got {tuple(local_a.shape)} and {tuple(local_b.shape)}")
+        raise ValueError(
+            f"local_a and local_b must be (K, S, d) with the same K, "
+            f"got {tuple(local_a.shape)} and {tuple(local_b.shape)}"
+        )
     offsets = torch.empty(local_a.shape[0])
     for k in range(local_a.shape[0]):  # one small DP per pair: K is a few hundred
         cells = aligned_path(local_a[k].float(), local_b[k].float()).path.float()  # (S_a + S_b - 1, 2)

@@ -6,7 +6,7 @@ Chapter: ``notebooks/03_alignedreid.py``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -70,14 +70,29 @@ def plot_alignment(
     h_a, w_a = image_a.shape[:2]
     h_b = image_b.shape[0]
     for i, j in path:
-        link = ConnectionPatch(xyA=(w_a - 0.5, (i + 0.5) * h_a / s_a - 0.5), coordsA=ax_a.transData,
-                               xyB=(-0.5, (j + 0.5) * h_b / s_b - 0.5), coordsB=ax_b.transData,
-                               color=cmap(float(cost[i, j])), lw=2.0, alpha=0.95)
+        link = ConnectionPatch(
+            xyA=(w_a - 0.5, (i + 0.5) * h_a / s_a - 0.5),
+            coordsA=ax_a.transData,
+            xyB=(-0.5, (j + 0.5) * h_b / s_b - 0.5),
+            coordsB=ax_b.transData,
+            color=cmap(float(cost[i, j])),
+            lw=2.0,
+            alpha=0.95,
+        )
         fig.add_artist(link)
     shown = ax_m.imshow(cost, cmap=cmap, vmin=0.0, vmax=max(float(cost.max()), 1e-6))
     outline = [patheffects.Stroke(linewidth=3.6, foreground="black"), patheffects.Normal()]
-    ax_m.plot(path[:, 1], path[:, 0], color="white", lw=2.0, marker="o", ms=4, mec="black", label="shortest path",
-              path_effects=outline)
+    ax_m.plot(
+        path[:, 1],
+        path[:, 0],
+        color="white",
+        lw=2.0,
+        marker="o",
+        ms=4,
+        mec="black",
+        label="shortest path",
+        path_effects=outline,
+    )
     if s_a == s_b:
         ax_m.plot(range(s_a), range(s_a), color="tab:red", lw=1.2, ls="--", label="row by row (no alignment)")
     ax_m.set_xlabel(f"stripe of {titles[1]}", fontsize=8)
@@ -87,8 +102,10 @@ def plot_alignment(
     ax_m.tick_params(labelsize=7)
     ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.colorbar(shown, ax=ax_m, fraction=0.046, pad=0.16, label=r"cost $d_{ij}$")
-    ax_m.set_title(f"path {float(align.distance):.2f} ({len(path)} cells), "
-                   f"diagonal {diagonal:.2f} ({min(s_a, s_b)} cells)", fontsize=8)
+    ax_m.set_title(
+        f"path {float(align.distance):.2f} ({len(path)} cells), diagonal {diagonal:.2f} ({min(s_a, s_b)} cells)",
+        fontsize=8,
+    )
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.subplots_adjust(left=0.04, right=0.93, top=0.86, bottom=0.2)
@@ -118,8 +135,9 @@ def plot_ablation_bars(
     series = [(t, rr) for t in tests for rr in (False, True) if any(r.test == t and r.reranked == rr for r in rows)]
     lookup = {(r.world, r.training, r.test, r.reranked): r for r in rows}
     colors = plt.get_cmap("tab20").colors
-    fig, axes = plt.subplots(len(metrics), len(worlds), figsize=(4.6 * len(worlds), 3.1 * len(metrics)),
-                             squeeze=False, sharey="row")
+    fig, axes = plt.subplots(
+        len(metrics), len(worlds), figsize=(4.6 * len(worlds), 3.1 * len(metrics)), squeeze=False, sharey="row"
+    )
     width = 0.8 / max(len(series), 1)
     for r_i, metric in enumerate(metrics):
         for c_i, world in enumerate(worlds):
@@ -133,8 +151,15 @@ def plot_ablation_bars(
                         xs.append(t_i + (s_i - (len(series) - 1) / 2) * width)
                         ys.append(getattr(row, metric))
                 color = colors[(2 * tests.index(test) + (0 if rr else 1)) % len(colors)]
-                bars = ax.bar(xs, ys, width=width * 0.95, color=color, label=f"test {test}{' + RK' if rr else ''}",
-                              hatch="//" if rr else None, edgecolor="white" if rr else None)
+                bars = ax.bar(
+                    xs,
+                    ys,
+                    width=width * 0.95,
+                    color=color,
+                    label=f"test {test}{' + RK' if rr else ''}",
+                    hatch="//" if rr else None,
+                    edgecolor="white" if rr else None,
+                )
                 ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
             ax.set_xticks(range(len(trainings)), trainings, fontsize=7)
             ax.set_title(f"{world}: {'rank-1' if metric == 'rank1' else 'mAP'} (%)", fontsize=9)
@@ -175,8 +200,15 @@ def plot_path_offsets(series: Mapping[str, tuple[np.ndarray, np.ndarray]], strip
                 if inside.sum() >= 5:
                     centres.append(float(expected[inside].mean()))
                     means.append(float(measured[inside].mean()))
-            ax.plot(centres, means, marker="s", ms=5, lw=1.8, color=dots.get_facecolor()[0][:3],
-                    label=f"{label}: mean per bin")
+            ax.plot(
+                centres,
+                means,
+                marker="s",
+                ms=5,
+                lw=1.8,
+                color=dots.get_facecolor()[0][:3],
+                label=f"{label}: mean per bin",
+            )
         lim = max(lim, float(np.abs(expected).max(initial=0)), float(np.abs(measured).max(initial=0)))
     lim = min(max(lim * 1.05, 0.5), float(stripes))
     ax.plot([-lim, lim], [-lim, lim], color="0.4", lw=1, ls="--", label="path = box shift")

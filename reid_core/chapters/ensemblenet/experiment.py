@@ -6,8 +6,9 @@ Chapter: ``notebooks/04_ensemblenet.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,16 @@ from reid_core.engine.features import Features
 from reid_core.models.ensemblenet import EnsembleNet
 from reid_core.models.parameters import count_parameters
 
-__all__ = ["concat_features", "ensemblenet_parameter_groups", "PartSlice", "part_feature_slices", "branch_feature_slices", "slice_features", "local_part_only_pids", "evaluate_query_subset"]
+__all__ = [
+    "concat_features",
+    "ensemblenet_parameter_groups",
+    "PartSlice",
+    "part_feature_slices",
+    "branch_feature_slices",
+    "slice_features",
+    "local_part_only_pids",
+    "evaluate_query_subset",
+]
 
 
 def concat_features(members: Sequence[Features], normalize: bool = False) -> Features:
@@ -39,8 +49,10 @@ def concat_features(members: Sequence[Features], normalize: bool = False) -> Fea
     first = members[0]
     for k, member in enumerate(members):
         if member.features.dim() != 2 or member.features.shape[0] != first.features.shape[0]:
-            raise ValueError(f"members[{k}]: features {tuple(member.features.shape)} do not match "
-                             f"members[0] {tuple(first.features.shape)}; expected (N, D_k) of the same N images")
+            raise ValueError(
+                f"members[{k}]: features {tuple(member.features.shape)} do not match "
+                f"members[0] {tuple(first.features.shape)}; expected (N, D_k) of the same N images"
+            )
         if not (np.array_equal(member.pids, first.pids) and np.array_equal(member.camids, first.camids)):
             raise ValueError(f"members[{k}] lists other images (pids/camids differ from members[0])")
     blocks = [F.normalize(m.features, dim=1) if normalize else m.features for m in members]  # K x (N, D_k)
@@ -168,7 +180,9 @@ def local_part_only_pids(identities: Iterable[Mapping[str, Any]], split: str = "
     return pids
 
 
-def evaluate_query_subset(result: EvalResult, query_mask: np.ndarray | Sequence[bool], max_rank: int = 50) -> EvalResult:
+def evaluate_query_subset(
+    result: EvalResult, query_mask: np.ndarray | Sequence[bool], max_rank: int = 50
+) -> EvalResult:
     """Re-evaluate an :class:`EvalResult` on some of its queries only (same gallery).
 
     Args:

@@ -6,7 +6,7 @@ Chapter: ``notebooks/04_ensemblenet.py``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -56,8 +56,9 @@ def plot_branch_curve(
     return fig
 
 
-def plot_part_rank1(slices: Sequence[PartSlice], values: Mapping[str, Sequence[float]],
-                    ylabel: str = "rank-1 (%)") -> Figure:
+def plot_part_rank1(
+    slices: Sequence[PartSlice], values: Mapping[str, Sequence[float]], ylabel: str = "rank-1 (%)"
+) -> Figure:
     """Grouped bar chart of a metric per part (or per branch) feature, one bar per series.
 
     Args:
@@ -126,8 +127,12 @@ def plot_part_activations(
         axes[i, 0].imshow(shown[i])
         axes[i, 0].set_title(titles[i] if titles is not None else "image", fontsize=8)
         for j, act in enumerate(activations, start=1):
-            heat = F.interpolate(act.activation[i : i + 1, None].float().cpu(), size=(height, width),
-                                 mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W)
+            heat = F.interpolate(
+                act.activation[i : i + 1, None].float().cpu(),
+                size=(height, width),
+                mode="bilinear",
+                align_corners=False,
+            )[0, 0].numpy()  # (H, W)
             ax = axes[i, j]
             ax.imshow(shown[i])
             ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-6))

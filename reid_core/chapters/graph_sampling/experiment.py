@@ -32,10 +32,22 @@ from torch import Tensor, nn
 from reid_core.engine.evaluate import EvalResult, evaluate_reid
 from reid_core.losses.qaconv_criterion import score_statistics
 from reid_core.models.qaconv import QAConv
-from reid_core.samplers.class_distance import build_class_distance
 from reid_core.modes import eval_mode
+from reid_core.samplers.class_distance import build_class_distance
 
-__all__ = ["qaconv_param_groups", "evaluate_qaconv", "CurvePoint", "LearningCurve", "time_to_reach", "family_index", "same_family_fraction", "batch_hardness", "measure_graph_seconds", "fit_graph_cost", "epoch_seconds"]
+__all__ = [
+    "qaconv_param_groups",
+    "evaluate_qaconv",
+    "CurvePoint",
+    "LearningCurve",
+    "time_to_reach",
+    "family_index",
+    "same_family_fraction",
+    "batch_hardness",
+    "measure_graph_seconds",
+    "fit_graph_cost",
+    "epoch_seconds",
+]
 
 
 def qaconv_param_groups(model: nn.Module, matcher: nn.Module, backbone_lr_mult: float = 0.1) -> list[dict[str, Any]]:
@@ -63,9 +75,16 @@ def qaconv_param_groups(model: nn.Module, matcher: nn.Module, backbone_lr_mult: 
     return [{"params": list(backbone.parameters()), "lr_mult": backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}]
 
 
-def evaluate_qaconv(model: nn.Module, matcher: QAConv, query_loader: Any, gallery_loader: Any,
-                    device: torch.device | str | None = None, flip: bool = False, chunk: int | None = None,
-                    progress: bool = False) -> EvalResult:
+def evaluate_qaconv(
+    model: nn.Module,
+    matcher: QAConv,
+    query_loader: Any,
+    gallery_loader: Any,
+    device: torch.device | str | None = None,
+    flip: bool = False,
+    chunk: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
     r"""CMC/mAP with the QAConv distance :math:`D_{qg} = -\mathrm{QAConv}(F_q, F_g)`.
 
     Feature maps are extracted once; all pairs are scored by
@@ -80,11 +99,20 @@ def evaluate_qaconv(model: nn.Module, matcher: QAConv, query_loader: Any, galler
         chunk: block size of the matching (``None``: the matcher's default).
         progress: tqdm bars.
     """
+
     def distance(q: Tensor, g: Tensor) -> Tensor:
         return -matcher.match_all(q, g, chunk=chunk, out_device="cpu", progress=progress)  # (Q, G)
 
-    return evaluate_reid(model, query_loader, gallery_loader, flip=flip, field="feature_map", distance_fn=distance,
-                         device=device, progress=progress)
+    return evaluate_reid(
+        model,
+        query_loader,
+        gallery_loader,
+        flip=flip,
+        field="feature_map",
+        distance_fn=distance,
+        device=device,
+        progress=progress,
+    )
 
 
 @dataclass
@@ -138,16 +166,22 @@ class LearningCurve:
         if self.every < 1:
             raise ValueError(f"every must be >= 1, got {self.every}")
 
-    def continued(self, evaluate: Callable[[nn.Module], EvalResult] | None = None,
-                  every: int | None = None) -> "LearningCurve":
+    def continued(
+        self, evaluate: Callable[[nn.Module], EvalResult] | None = None, every: int | None = None
+    ) -> LearningCurve:
         """A new curve that starts where this one ends (same points and totals, copied).
 
         ``evaluate`` / ``every`` left ``None`` keep this curve's.
         """
-        return LearningCurve(evaluate=evaluate if evaluate is not None else self.evaluate,
-                             every=every if every is not None else self.every, points=list(self.points),
-                             train_seconds=self.train_seconds, images=self.images, iterations=self.iterations,
-                             epochs=self.epochs)
+        return LearningCurve(
+            evaluate=evaluate if evaluate is not None else self.evaluate,
+            every=every if every is not None else self.every,
+            points=list(self.points),
+            train_seconds=self.train_seconds,
+            images=self.images,
+            iterations=self.iterations,
+            epochs=self.epochs,
+        )
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self._start = time.perf_counter()
@@ -164,8 +198,16 @@ class LearningCurve:
         last = epoch + 1 >= trainer.config.epochs or trainer.stop_training
         if self.evaluate is not None and ((epoch + 1) % self.every == 0 or last):
             result = self.evaluate(trainer.model)
-            self.points.append(CurvePoint(self.epochs, self.iterations, self.images, self.train_seconds,
-                                          result.metrics["rank1"], result.metrics["mAP"]))
+            self.points.append(
+                CurvePoint(
+                    self.epochs,
+                    self.iterations,
+                    self.images,
+                    self.train_seconds,
+                    result.metrics["rank1"],
+                    result.metrics["mAP"],
+                )
+            )
 
 
 def time_to_reach(points: Sequence[CurvePoint], rank1: float, key: str = "train_seconds") -> float | None:
@@ -238,9 +280,15 @@ def same_family_fraction(batch_pids: Sequence[int] | np.ndarray, family_of: Mapp
 
 
 @torch.no_grad()
-def batch_hardness(model: nn.Module, matcher: QAConv, dataset: Any, batches: np.ndarray,
-                   family_of: Mapping[int, int] | None = None, device: torch.device | str | None = None,
-                   transform: Callable[[Any], Tensor] | None = None) -> dict[str, float]:
+def batch_hardness(
+    model: nn.Module,
+    matcher: QAConv,
+    dataset: Any,
+    batches: np.ndarray,
+    family_of: Mapping[int, int] | None = None,
+    device: torch.device | str | None = None,
+    transform: Callable[[Any], Tensor] | None = None,
+) -> dict[str, float]:
     r"""How hard batches are under one fixed model: mean over the batches of the in-batch statistics.
 
     With :math:`D = -S` the QAConv distance within a batch, reports the mean negative distance
@@ -280,19 +328,28 @@ def batch_hardness(model: nn.Module, matcher: QAConv, dataset: Any, batches: np.
             labels = torch.as_tensor([dataset.items[int(i)][1] for i in batch], device=device)  # (B,)
             scores = matcher.pairwise(model(images.to(device)).feature_map).float()  # (B, B)
             stats = score_statistics(scores, labels)
-            rows.append({
-                "neg_dist": -stats["mean_neg"],
-                "hardest_neg_dist": -stats["hardest_neg"],
-                "hardest_pos_dist": -stats["hardest_pos"],
-                "same_family": same_family_fraction(labels.cpu().numpy(), family_of) if family_of else float("nan"),
-            })
+            rows.append(
+                {
+                    "neg_dist": -stats["mean_neg"],
+                    "hardest_neg_dist": -stats["hardest_neg"],
+                    "hardest_pos_dist": -stats["hardest_pos"],
+                    "same_family": same_family_fraction(labels.cpu().numpy(), family_of) if family_of else float("nan"),
+                }
+            )
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def measure_graph_seconds(model: nn.Module, matcher: nn.Module | str, items: Sequence[Sequence[Any]],
-                          transform: Callable[[Any], Tensor], num_classes: Sequence[int],
-                          image_loader: Callable[[Any], Any] | None = None, device: torch.device | str | None = None,
-                          chunk_size: int | None = None, seed: int = 0) -> list[float]:
+def measure_graph_seconds(
+    model: nn.Module,
+    matcher: nn.Module | str,
+    items: Sequence[Sequence[Any]],
+    transform: Callable[[Any], Tensor],
+    num_classes: Sequence[int],
+    image_loader: Callable[[Any], Any] | None = None,
+    device: torch.device | str | None = None,
+    chunk_size: int | None = None,
+    seed: int = 0,
+) -> list[float]:
     """Wall seconds of one graph build (embed C images + C x C matching) for each C.
 
     The first C classes (sorted pid order) of ``items`` are used.
@@ -318,8 +375,9 @@ def measure_graph_seconds(model: nn.Module, matcher: nn.Module | str, items: Seq
         keep = set(pids[:c])
         subset = [it for it in items if int(it[1]) in keep]
         start = time.perf_counter()
-        build_class_distance(model, subset, transform, matcher, device=device, seed=seed, chunk_size=chunk_size,
-                             progress=False, **kwargs)
+        build_class_distance(
+            model, subset, transform, matcher, device=device, seed=seed, chunk_size=chunk_size, progress=False, **kwargs
+        )
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -341,8 +399,13 @@ def fit_graph_cost(num_classes: Sequence[int], seconds: Sequence[float]) -> tupl
     return float(a), float(b)
 
 
-def epoch_seconds(num_ids: int | np.ndarray, images_per_id: float, batch_size: int, iteration_seconds: float,
-                  graph_cost: tuple[float, float] = (0.0, 0.0)) -> dict[str, np.ndarray]:
+def epoch_seconds(
+    num_ids: int | np.ndarray,
+    images_per_id: float,
+    batch_size: int,
+    iteration_seconds: float,
+    graph_cost: tuple[float, float] = (0.0, 0.0),
+) -> dict[str, np.ndarray]:
     r"""Seconds of one epoch of PK and of GS for ``num_ids`` identities.
 
     * PK: every image once, :math:`\lfloor C n / B \rfloor` iterations (n images per identity).
@@ -367,5 +430,8 @@ def epoch_seconds(num_ids: int | np.ndarray, images_per_id: float, batch_size: i
     c = np.asarray(num_ids, dtype=np.float64)
     a, b = graph_cost
     graph = a * c + b * c**2
-    return {"pk": np.floor(c * images_per_id / batch_size) * iteration_seconds,
-            "gs": c * iteration_seconds + graph, "gs_graph": graph}
+    return {
+        "pk": np.floor(c * images_per_id / batch_size) * iteration_seconds,
+        "gs": c * iteration_seconds + graph,
+        "gs_graph": graph,
+    }

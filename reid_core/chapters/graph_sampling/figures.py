@@ -17,11 +17,21 @@ from matplotlib.figure import Figure
 from reid_core.book.figures import load_image
 from reid_core.chapters.graph_sampling.experiment import CurvePoint
 
-__all__ = ["one_image_per_identity", "plot_pk_vs_gs_batches", "plot_batch_log", "plot_learning_curves", "plot_epoch_time"]
+__all__ = [
+    "one_image_per_identity",
+    "plot_pk_vs_gs_batches",
+    "plot_batch_log",
+    "plot_learning_curves",
+    "plot_epoch_time",
+]
 
 
-def one_image_per_identity(batch: Sequence[int] | np.ndarray, items: Sequence[Sequence[Any]],
-                           family_of: Mapping[int, int] | None = None, limit: int = 8) -> tuple[list[str], list[str]]:
+def one_image_per_identity(
+    batch: Sequence[int] | np.ndarray,
+    items: Sequence[Sequence[Any]],
+    family_of: Mapping[int, int] | None = None,
+    limit: int = 8,
+) -> tuple[list[str], list[str]]:
     """The first image of each of the first ``limit`` identities of a batch, with titles.
 
     Args:
@@ -48,9 +58,13 @@ def one_image_per_identity(batch: Sequence[int] | np.ndarray, items: Sequence[Se
     return paths, titles
 
 
-def plot_pk_vs_gs_batches(pk_batch: Sequence[int] | np.ndarray, gs_batch: Sequence[int] | np.ndarray,
-                          items: Sequence[Sequence[Any]], family_of: Mapping[int, int] | None = None,
-                          limit: int = 8) -> Figure:
+def plot_pk_vs_gs_batches(
+    pk_batch: Sequence[int] | np.ndarray,
+    gs_batch: Sequence[int] | np.ndarray,
+    items: Sequence[Sequence[Any]],
+    family_of: Mapping[int, int] | None = None,
+    limit: int = 8,
+) -> Figure:
     """Two rows: ``limit`` identities of a PK batch above those of a GS batch (one image each).
 
     Args:
@@ -59,8 +73,10 @@ def plot_pk_vs_gs_batches(pk_batch: Sequence[int] | np.ndarray, gs_batch: Sequen
         family_of: pid -> family, for the titles.
         limit: identities per row (the GS row: the seed, then its nearest classes in order).
     """
-    rows = [("PK batch", *one_image_per_identity(pk_batch, items, family_of, limit)),
-            ("GS batch", *one_image_per_identity(gs_batch, items, family_of, limit))]
+    rows = [
+        ("PK batch", *one_image_per_identity(pk_batch, items, family_of, limit)),
+        ("GS batch", *one_image_per_identity(gs_batch, items, family_of, limit)),
+    ]
     ncols = max(max(len(r[1]) for r in rows), 1)
     fig, axes = plt.subplots(2, ncols, figsize=(1.05 * ncols, 4.8), squeeze=False)
     for ax in axes.flat:
@@ -69,14 +85,16 @@ def plot_pk_vs_gs_batches(pk_batch: Sequence[int] | np.ndarray, gs_batch: Sequen
         for j, (path, title) in enumerate(zip(paths, titles)):
             axes[row, j].imshow(load_image(path))
             axes[row, j].set_title(title, fontsize=7)
-        axes[row, 0].text(-0.15, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center",
-                          ha="right", fontsize=10)
+        axes[row, 0].text(
+            -0.15, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=10
+        )
     fig.tight_layout()
     return fig
 
 
-def plot_batch_log(logs: Mapping[str, Sequence[Mapping[str, float]]], key: str = "hardest_neg",
-                   points: int = 30) -> Figure:
+def plot_batch_log(
+    logs: Mapping[str, Sequence[Mapping[str, float]]], key: str = "hardest_neg", points: int = 30
+) -> Figure:
     """A per-iteration statistic of :attr:`QAConvCriterion.log`, smoothed, one line per run.
 
     Args:
@@ -94,8 +112,12 @@ def plot_batch_log(logs: Mapping[str, Sequence[Mapping[str, float]]], key: str =
         window = max(1, len(values) // points)
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")  # (T - window + 1,)
         ax.plot(np.arange(len(smooth)) + window, smooth, label=name)
-    labels = {"hardest_neg": "mean hardest-negative score", "mean_neg": "mean negative score",
-              "hardest_pos": "mean hardest-positive score", "accuracy": "in-batch matching accuracy"}
+    labels = {
+        "hardest_neg": "mean hardest-negative score",
+        "mean_neg": "mean negative score",
+        "hardest_pos": "mean hardest-positive score",
+        "accuracy": "in-batch matching accuracy",
+    }
     ax.set_xlabel("iteration")
     ax.set_ylabel(labels.get(key, key))
     ax.grid(alpha=0.3)
@@ -104,8 +126,9 @@ def plot_batch_log(logs: Mapping[str, Sequence[Mapping[str, float]]], key: str =
     return fig
 
 
-def plot_learning_curves(curves: Mapping[str, Sequence[CurvePoint]], target: float | None = None,
-                         branch: CurvePoint | None = None) -> Figure:
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[CurvePoint]], target: float | None = None, branch: CurvePoint | None = None
+) -> Figure:
     """Rank-1 against images seen and against training seconds, one line per run.
 
     Args:
@@ -134,8 +157,9 @@ def plot_learning_curves(curves: Mapping[str, Sequence[CurvePoint]], target: flo
     return fig
 
 
-def plot_epoch_time(num_ids: np.ndarray, times: Mapping[str, np.ndarray],
-                    measured: tuple[Sequence[int], Sequence[float]] | None = None) -> Figure:
+def plot_epoch_time(
+    num_ids: np.ndarray, times: Mapping[str, np.ndarray], measured: tuple[Sequence[int], Sequence[float]] | None = None
+) -> Figure:
     """Epoch seconds against the number of identities (log-log), PK vs GS, with the graph's share.
 
     Args:

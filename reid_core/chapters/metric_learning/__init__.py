@@ -1,4 +1,5 @@
-"""Chapter 02, Metric learning: from siamese networks to AdaCos: its experiment (``experiment``) and its figures (``figures``).
+"""Chapter 02, Metric learning (from siamese networks to AdaCos): its experiment (``experiment``) and its
+figures (``figures``).
 
 Notebook: ``notebooks/02_metric_learning.py``.
 """

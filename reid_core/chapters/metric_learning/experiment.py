@@ -31,7 +31,16 @@ from reid_core.models.parameters import count_parameters
 from reid_core.modes import eval_mode
 from reid_core.samplers.random_identity import RandomIdentitySampler
 
-__all__ = ["relabel", "make_pk_loader", "TrainedEmbedding", "train_embedding", "embed", "leave_one_out_retrieval", "angular_statistics", "head_parameter_count"]
+__all__ = [
+    "relabel",
+    "make_pk_loader",
+    "TrainedEmbedding",
+    "train_embedding",
+    "embed",
+    "leave_one_out_retrieval",
+    "angular_statistics",
+    "head_parameter_count",
+]
 
 
 def relabel(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -64,8 +73,10 @@ def make_pk_loader(images: Tensor, labels: Tensor, batch_size: int, num_instance
         raise ValueError(f"images ({images.shape[0]}) and labels ({labels.shape[0]}) must have the same length")
     num_classes = int(labels.unique().numel())
     if batch_size // num_instances > num_classes:
-        raise ValueError(f"batch_size / num_instances = {batch_size // num_instances} classes per batch, "
-                         f"but only {num_classes} classes exist")
+        raise ValueError(
+            f"batch_size / num_instances = {batch_size // num_instances} classes per batch, "
+            f"but only {num_classes} classes exist"
+        )
     sampler = RandomIdentitySampler(labels.tolist(), batch_size, num_instances, seed=seed)
     return DataLoader(TensorDataset(images, labels), batch_size=batch_size, sampler=sampler, drop_last=True)
 
@@ -89,9 +100,16 @@ class TrainedEmbedding:
     seconds: float
 
 
-def train_embedding(model: nn.Module, loss: str, loader: Any, num_classes: int, config: TrainConfig,
-                    device: torch.device | str = "cpu", embedding_dim: int | None = None,
-                    **hparams: Any) -> TrainedEmbedding:
+def train_embedding(
+    model: nn.Module,
+    loss: str,
+    loader: Any,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    embedding_dim: int | None = None,
+    **hparams: Any,
+) -> TrainedEmbedding:
     """Train ``model`` with one loss of :data:`~reid_core.losses.metric_criterion.METRIC_LOSSES`.
 
     Args:
@@ -132,13 +150,16 @@ def embed(model: nn.Module, images: Tensor, batch_size: int = 1024, device: torc
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     with eval_mode(model):
-        feats = [model(images[i:i + batch_size].to(device)).feat.float().cpu()  # (b, D)
-                 for i in range(0, len(images), batch_size)]
+        feats = [
+            model(images[i : i + batch_size].to(device)).feat.float().cpu()  # (b, D)
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(feats)  # (N, D)
 
 
-def leave_one_out_retrieval(features: Tensor, labels: Tensor | np.ndarray,
-                            metric: Metric = "cosine") -> dict[str, float]:
+def leave_one_out_retrieval(
+    features: Tensor, labels: Tensor | np.ndarray, metric: Metric = "cosine"
+) -> dict[str, float]:
     """Each image queries all the others; rank-1 and mAP (percent) over all queries.
 
     Implemented with the re-ID protocol: every image gets its own "camera", so the Market-1501

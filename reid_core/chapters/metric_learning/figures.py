@@ -17,7 +17,8 @@ Chapter: ``notebooks/02_metric_learning.py``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,8 +26,17 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["unit_directions", "seam_rotation", "seam_distance", "sphere_to_lonlat", "plot_sphere_embeddings",
-           "plot_head_parameters", "plot_scale_history", "plot_target_logits", "plot_digit_grid"]
+__all__ = [
+    "unit_directions",
+    "seam_rotation",
+    "seam_distance",
+    "sphere_to_lonlat",
+    "plot_sphere_embeddings",
+    "plot_head_parameters",
+    "plot_scale_history",
+    "plot_target_logits",
+    "plot_digit_grid",
+]
 
 Projection = Literal["equal_area", "3d"]
 
@@ -117,11 +127,16 @@ def _draw_wire_sphere(ax: Any) -> None:
     ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.4)
 
 
-def plot_sphere_embeddings(features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray] | np.ndarray,
-                           weights: Mapping[str, np.ndarray | None] | None = None,
-                           projection: Projection = "equal_area", ncols: int = 4,
-                           class_names: Sequence[str] | None = None, point_size: float = 6.0,
-                           cmap: str = "tab10") -> Figure:
+def plot_sphere_embeddings(
+    features: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray] | np.ndarray,
+    weights: Mapping[str, np.ndarray | None] | None = None,
+    projection: Projection = "equal_area",
+    ncols: int = 4,
+    class_names: Sequence[str] | None = None,
+    point_size: float = 6.0,
+    cmap: str = "tab10",
+) -> Figure:
     """One panel per run: the directions of its 3-D embeddings, coloured by class.
 
     Args:
@@ -163,8 +178,17 @@ def plot_sphere_embeddings(features: Mapping[str, np.ndarray], labels: Mapping[s
             _draw_wire_sphere(ax)
             ax.scatter(u[:, 0], u[:, 1], u[:, 2], c=colors(lab % colors.N), s=point_size, depthshade=True)
             if w is not None:
-                ax.scatter(w[:, 0], w[:, 1], w[:, 2], c=colors(np.arange(len(w)) % colors.N), marker="*", s=160,
-                           edgecolors="k", linewidths=0.8, depthshade=False)
+                ax.scatter(
+                    w[:, 0],
+                    w[:, 1],
+                    w[:, 2],
+                    c=colors(np.arange(len(w)) % colors.N),
+                    marker="*",
+                    s=160,
+                    edgecolors="k",
+                    linewidths=0.8,
+                    depthshade=False,
+                )
             ax.set_box_aspect((1, 1, 1))
             ax.set_axis_off()
         else:
@@ -174,21 +198,42 @@ def plot_sphere_embeddings(features: Mapping[str, np.ndarray], labels: Mapping[s
             ax.scatter(lon, lat, c=colors(lab % colors.N), s=point_size, linewidths=0)
             if w is not None:
                 wlon, wlat = sphere_to_lonlat(w @ rot.T)
-                ax.scatter(wlon, wlat, c=colors(np.arange(len(w)) % colors.N), marker="*", s=140,
-                           edgecolors="k", linewidths=0.8, zorder=3)
+                ax.scatter(
+                    wlon,
+                    wlat,
+                    c=colors(np.arange(len(w)) % colors.N),
+                    marker="*",
+                    s=140,
+                    edgecolors="k",
+                    linewidths=0.8,
+                    zorder=3,
+                )
             ax.set_xticklabels([])
             ax.set_yticklabels([])
             ax.grid(alpha=0.3)
         ax.set_title(name, fontsize=10)
-    handles = [plt.Line2D([], [], ls="", marker="o", color=colors(c % colors.N),
-                          label=class_names[c] if class_names is not None else str(c)) for c in sorted(all_classes)]
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            color=colors(c % colors.N),
+            label=class_names[c] if class_names is not None else str(c),
+        )
+        for c in sorted(all_classes)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
-def plot_head_parameters(class_counts: Sequence[int], heads: Mapping[str, Sequence[int]],
-                         backbones: Mapping[str, int], marks: Mapping[str, int] | None = None) -> Figure:
+def plot_head_parameters(
+    class_counts: Sequence[int],
+    heads: Mapping[str, Sequence[int]],
+    backbones: Mapping[str, int],
+    marks: Mapping[str, int] | None = None,
+) -> Figure:
     """Head parameters against the number of classes (log-log), with backbones as horizontal lines.
 
     Args:
@@ -208,8 +253,17 @@ def plot_head_parameters(class_counts: Sequence[int], heads: Mapping[str, Sequen
     for label, c in (marks or {}).items():
         ax.axvline(c, ls=":", color="0.4", lw=1)
         # x in data units, y in axes units: the label sits at the bottom whatever the y range
-        ax.text(c, 0.03, f" {label}", rotation=90, va="bottom", ha="right", fontsize=8, color="0.3",
-                transform=ax.get_xaxis_transform())
+        ax.text(
+            c,
+            0.03,
+            f" {label}",
+            rotation=90,
+            va="bottom",
+            ha="right",
+            fontsize=8,
+            color="0.3",
+            transform=ax.get_xaxis_transform(),
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of training classes C")
@@ -220,8 +274,9 @@ def plot_head_parameters(class_counts: Sequence[int], heads: Mapping[str, Sequen
     return fig
 
 
-def plot_scale_history(scales: Mapping[str, Sequence[float]], fixed: Mapping[str, float] | None = None,
-                       xlabel: str = "iteration") -> Figure:
+def plot_scale_history(
+    scales: Mapping[str, Sequence[float]], fixed: Mapping[str, float] | None = None, xlabel: str = "iteration"
+) -> Figure:
     """The AdaCos scale after every update, one line per run, with the fixed scales dashed.
 
     Args:
@@ -276,8 +331,9 @@ def plot_target_logits(target_logits: Mapping[str, Callable[[Tensor], Tensor]], 
     return fig
 
 
-def plot_digit_grid(images: np.ndarray | Tensor, labels: Sequence[int] | np.ndarray | Tensor,
-                    ncols: int = 10) -> Figure:
+def plot_digit_grid(
+    images: np.ndarray | Tensor, labels: Sequence[int] | np.ndarray | Tensor, ncols: int = 10
+) -> Figure:
     """A grid of (N, 1, 8, 8) or (N, 8, 8) digit images titled with their labels."""
     images = np.asarray(images).reshape(len(images), 8, 8)
     labels = np.asarray(labels)

@@ -167,7 +167,9 @@ def feature_neighbors(
     flipped = torch.empty(min(chunk_size, total) ** 2, dtype=torch.float32, device=device)
     starts = list(range(0, total, chunk_size))
     pools = [_CandidatePool(min(a0 + chunk_size, total) - a0, width, device) for a0 in starts]
-    bar = tqdm(total=len(starts) * (len(starts) + 1) // 2, desc="re-ranking: neighbours", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(starts) * (len(starts) + 1) // 2, desc="re-ranking: neighbours", disable=not progress, leave=False
+    )
     for bi, a0 in enumerate(starts):
         a1 = min(a0 + chunk_size, total)
         for bj in range(bi, len(starts)):

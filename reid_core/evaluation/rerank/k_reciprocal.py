@@ -26,8 +26,8 @@ Chapter: 03 (AlignedReID, re-ranking) and the book page "Evaluation at scale".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -237,7 +237,9 @@ def re_ranking(
     if len({np_qg, np_qq, np_gg}) != 1:
         raise TypeError("q_g_dist, q_q_dist and g_g_dist must all be numpy arrays or all be torch tensors")
     if q_g.dim() != 2 or q_q.dim() != 2 or g_g.dim() != 2:
-        raise ValueError(f"expected 2-D distance matrices, got shapes {tuple(q_g.shape)}, {tuple(q_q.shape)}, {tuple(g_g.shape)}")
+        raise ValueError(
+            f"expected 2-D distance matrices, got shapes {tuple(q_g.shape)}, {tuple(q_q.shape)}, {tuple(g_g.shape)}"
+        )
     num_query, num_gallery = q_g.shape
     if tuple(q_q.shape) != (num_query, num_query) or tuple(g_g.shape) != (num_gallery, num_gallery):
         raise ValueError(
@@ -357,7 +359,9 @@ def re_ranking_from_features(
         num_query, num_gallery, k1, k2, chunk_size, dim=q.shape[1], topk=topk, feature_bytes=q.element_size()
     )
     if topk is None:
-        with_topk = rerank_memory_estimate(num_query, num_gallery, k1, k2, chunk_size, q.shape[1], 100, q.element_size())
+        with_topk = rerank_memory_estimate(
+            num_query, num_gallery, k1, k2, chunk_size, q.shape[1], 100, q.element_size()
+        )
         advice = (
             f"the dense (Q, G) output alone is {num_query * num_gallery * 4 / 2**30:.2f} GiB: pass topk=100 to keep "
             f"only the 100 best gallery items per query (about {with_topk.total / 2**30:.2f} GiB in all), "

@@ -23,8 +23,8 @@ Chapter: 03 (AlignedReID, re-ranking) and the book page "Evaluation at scale".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
