@@ -295,7 +295,7 @@ def bench_accuracy(world: str, args: argparse.Namespace, cores: int) -> None:
     seeds = [0, 1, 2]
     recipe = dict(epochs=args.recipe_epochs, iters=args.recipe_iters, batch_augment=False)
     print(
-        f"\naccuracy of the shortened recipe ({args.recipe_epochs} epochs x {args.recipe_iters} iterations), "
+        f"\naccuracy of the shortened recipe ({args.recipe_epochs} epochs x at most {args.recipe_iters} iterations), "
         "float32 vs bf16 (training and extraction), per seed:"
     )
     print("| precision | seed | rank-1 | mAP |\n| --- | ---: | ---: | ---: |")

@@ -17,11 +17,15 @@ defined in a notebook cannot be imported by the child; keep it in the chapter's 
 (``reid_core/chapters/<chapter>/experiment.py``). Every run must seed what it draws (call
 :func:`~reid_core.engine.trainer.seed_everything` first, or rely on ``Trainer.fit``'s seeding
 for the training): a run's result then depends on its config and its thread count only, not on
-which run went before or beside it.
+which run went before or beside it. (The thread count matters: one and two threads sum a
+convolution's gradient in different orders, so their weights differ in the last bits.)
+
+Chapters: every chapter's seeds and arms in the ``synth`` profile.
 
 Example:
-    >>> from functools import partial  # doctest: +SKIP
-    >>> outcomes = run_side_by_side(partial(train_one, preset="synth"), [{"seed": s} for s in range(3)])
+    >>> from functools import partial
+    >>> runs = [{"seed": s} for s in range(3)]
+    >>> outcomes = run_side_by_side(partial(train_one, preset="synth"), runs)  # doctest: +SKIP
     >>> results = values_or_raise(outcomes)  # doctest: +SKIP
 """
 

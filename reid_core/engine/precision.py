@@ -15,6 +15,8 @@ Three settings, shared by :class:`~reid_core.engine.trainer.TrainConfig` and
 Under autocast only the ops on PyTorch's lower-precision list (convolutions, linear layers,
 matrix products) run in the low dtype; reductions such as losses and norms stay in float32.
 Weights, optimizer state and returned features are always float32.
+
+Chapters: every chapter's training and evaluation (bf16 on the CPU where it does not cost accuracy).
 """
 
 from __future__ import annotations
