@@ -43,6 +43,7 @@ CHAPTERS = {
     "03_alignedreid": ("AlignedReID", "alignedreid"),
     "04_ensemblenet": ("EnsembleNet", "ensemblenet"),
     "05_graph_sampling": ("Graph Sampling and QAConv", "graph_sampling"),
+    "06_your_own_images": ("Your own images (chapter 01's model through the reid command)", "own_images"),
 }
 
 

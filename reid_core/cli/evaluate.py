@@ -23,7 +23,7 @@ from reid_core.cli.common import (
     read_labelled_sets,
 )
 from reid_core.data import DATASETS
-from reid_core.evaluation import check_protocol, compute_distance_matrix, evaluate_rank_detailed, re_ranking
+from reid_core.evaluation import RankResult, check_protocol, compute_distance_matrix, evaluate_rank_detailed, re_ranking
 
 __all__ = ["add_parser", "run", "rank_metrics"]
 
@@ -57,23 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the metrics and findings to this JSON file")
 
 
-def rank_metrics(result: object) -> dict[str, float | int]:
-    """Rank-1/5/10, mAP, mINP, MAP@R, R-precision (percent) and query counts of a RankResult.
-
-    mINP, MAP@R and R-precision appear only where this reid_core's RankResult computes them.
-    """
-    cmc = result.cmc  # type: ignore[attr-defined]
+def rank_metrics(result: RankResult) -> dict[str, float | int]:
+    """Rank-1/5/10, mAP, mINP, MAP@R, R-precision (percent) and query counts of a RankResult."""
+    cmc = result.cmc
     metrics: dict[str, float | int] = {f"rank{k}": float(cmc[k - 1]) * 100 for k in (1, 5, 10) if len(cmc) >= k}
-    metrics["mAP"] = float(result.mAP) * 100  # type: ignore[attr-defined]
-    for name in ("mINP", "map_at_r", "r_precision"):
-        value = getattr(result, name, None)  # fields of the metrics work; absent before it
-        if value is not None:
-            metrics[name] = float(value) * 100
-    metrics["valid_queries"] = int(result.num_valid_queries)  # type: ignore[attr-defined]
-    skipped = getattr(result, "num_queries_without_match", None)
-    if skipped is None:
-        skipped = int((~np.asarray(result.valid_query)).sum())  # type: ignore[attr-defined]
-    metrics["queries_without_match"] = int(skipped)
+    for name in ("mAP", "mINP", "map_at_r", "r_precision"):
+        metrics[name] = float(getattr(result, name)) * 100
+    metrics["valid_queries"] = int(result.num_valid_queries)
+    metrics["queries_without_match"] = int(result.num_queries_without_match)
     return metrics
 
 

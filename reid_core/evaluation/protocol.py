@@ -226,16 +226,13 @@ class _Metrics:
 
 
 def _metrics_of(result: Any) -> dict[str, float]:
-    """Percentages from a RankResult; mINP only where this reid_core's RankResult has it."""
-    metrics = {
+    """Percentages (rank-1, mAP, mINP) and the query count of a RankResult."""
+    return {
         "rank1": float(result.cmc[0]) * 100,
         "mAP": float(result.mAP) * 100,
+        "mINP": float(result.mINP) * 100,
         "queries": float(result.num_valid_queries),
     }
-    minp = getattr(result, "mINP", None)  # added to RankResult by the metrics work; absent before it
-    if minp is not None:
-        metrics["mINP"] = float(minp) * 100
-    return metrics
 
 
 def _pair_keys(pids: np.ndarray, cams: np.ndarray) -> np.ndarray:
