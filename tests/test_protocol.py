@@ -191,23 +191,26 @@ def test_junk_and_distractor_queries(clean_set: dict) -> None:
     g = list(clean_set["g"]) + [(write_image(clean_set["root"] / "gallery" / "-1_c2_j.png", 11), -1, 1)]
     dist = np.random.default_rng(3).random((len(q), len(g)))
     report = run_check(q, g, dist)
-    severe, info = report.by_check("junk_labels")
-    assert severe.severity == "severe" and severe.count == 2
-    assert "1 junk (pid -1)" in severe.message and "1 distractor (pid 0)" in severe.message
+    severe, warning, info = report.by_check("junk_labels")
+    assert severe.severity == "severe" and severe.count == 1 and "1 junk (pid -1)" in severe.message
+    # pid 0: a distractor in Market-1501's convention, an ordinary identity in MSMT17's: a warning, not a stop
+    assert warning.severity == "warning" and warning.count == 1 and "pid 0" in warning.message
     assert info.severity == "info" and info.count == 1
     _, qp, qc = arrays(q)
     _, gp, gc = arrays(g)
-    assert_metrics(severe.counterfactual_metrics, brute_metrics(dist[:4], qp[:4], gp, qc[:4], gc))
+    assert_metrics(severe.counterfactual_metrics, brute_metrics(dist[:5], qp[:5], gp, qc[:5], gc))
+    keep = [0, 1, 2, 3, 5]  # every query but the pid-0 one
+    assert_metrics(warning.counterfactual_metrics, brute_metrics(dist[keep], qp[keep], gp, qc[keep], gc))
     assert "0000_c1_d.png" in report.format()
 
 
 def test_chapter_evaluations_run_the_checks(clean_set: dict) -> None:
     _, qp, qc = arrays(clean_set["q"])
     _, gp, gc = arrays(clean_set["g"])
-    query = Features(torch.zeros(len(qp), 2), np.append(qp[:-1], 0), qc)  # the last query is a distractor
+    query = Features(torch.zeros(len(qp), 2), np.append(qp[:-1], -1), qc)  # the last query is labelled junk
     gallery = Features(torch.zeros(len(gp), 2), gp, gc)
     dist = torch.as_tensor(clean_set["dist"])
-    with pytest.raises(ProtocolError, match="distractor"):
+    with pytest.raises(ProtocolError, match="junk"):
         evaluate_distance(dist, query, gallery)
     with pytest.warns(UserWarning, match="junk_labels"):
         result = evaluate_distance(dist, query, gallery, allow_protocol_errors=True)

@@ -4,8 +4,9 @@ The CMC/mAP code (:mod:`reid_core.evaluation.rank`) applies the Market-1501 rule
 cannot know whether the sets it is given make sense. On one's own data the usual mistakes are
 (fast-reid issue 173, and the questions that keep coming back on re-ID trackers):
 
-* **junk labels**: a query labelled junk (pid -1) or distractor (pid 0), or a label below -1;
-  a distractor query "matches" every distractor of the gallery;
+* **junk labels**: a query labelled junk (pid -1) or a label below -1 (severe); a query with pid 0
+  (a warning: a distractor in Market-1501's convention, which "matches" every gallery distractor,
+  but an ordinary identity in MSMT17's);
 * **query in the gallery**: the same file, or a copy with the same bytes, on both sides; a copy
   that the rule does not remove (another camera or identity label) is a free rank-1 hit;
 * **train/test overlap**: identities, or image files, shared by the training and test sets;
@@ -374,14 +375,18 @@ def check_protocol(
 
 
 def _check_junk_labels(ctx: _Context) -> None:
-    """Queries labelled junk / distractor, labels below -1 (severe); junk gallery images (info)."""
+    """Junk queries and labels below -1 (severe); queries with pid 0 (warning); junk gallery images (info).
+
+    pid 0 marks distractors in Market-1501 and DukeMTMC-reID, where such a query "matches" every
+    gallery distractor; in MSMT17 and CUHK03 it is an ordinary identity. The check cannot tell which
+    convention the labels follow, so pid-0 queries are a warning, not a reason to stop.
+    """
     qp, gp = ctx.qp, ctx.gp
-    bad_query = qp <= 0
+    bad_query = (qp == -1) | (qp < -1)
     bad_gallery = gp < -1
     if bad_query.any() or bad_gallery.any():
         counts = {
             "junk (pid -1)": int((qp == -1).sum()),
-            "distractor (pid 0)": int((qp == 0).sum()),
             "with a label below -1": int((qp < -1).sum() + bad_gallery.sum()),
         }
         described = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
@@ -391,10 +396,22 @@ def _check_junk_labels(ctx: _Context) -> None:
             "junk_labels",
             "severe",
             int(bad_query.sum() + bad_gallery.sum()),
-            f"labels that cannot be evaluated: {described} (a distractor query matches every gallery distractor)",
+            f"labels that cannot be evaluated: {described}",
             names,
             "without those images",
             lambda: ctx.metrics(q_keep=~bad_query, g_keep=~bad_gallery),
+        )
+    zero_query = qp == 0
+    if zero_query.any():
+        ctx.add(
+            "junk_labels",
+            "warning",
+            int(zero_query.sum()),
+            f"{int(zero_query.sum())} queries have pid 0: a distractor label in Market-1501 and DukeMTMC-reID (such a "
+            "query matches every gallery distractor), an ordinary identity in MSMT17 and CUHK03",
+            (ctx.q_name(i) for i in np.flatnonzero(zero_query)),
+            "without those queries",
+            lambda: ctx.metrics(q_keep=~zero_query, g_keep=np.ones_like(gp, dtype=bool)),
         )
     junk_gallery = np.flatnonzero(gp == -1)
     if junk_gallery.size:
