@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
 
 from reid_core.collectives import is_main_process
 from reid_core.data.base import Item
@@ -91,8 +92,13 @@ class ImageDataset(Dataset):
         >>> image, pid, camid, index = data[0]  # doctest: +SKIP
     """
 
-    def __init__(self, items: Sequence[Item], transform: Callable[[Tensor], Any] | None = None,
-                 preload: bool = False, size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        items: Sequence[Item],
+        transform: Callable[[Tensor], Any] | None = None,
+        preload: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         self.items = _validate_items(items)
         self.transform = transform
         if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size)):
@@ -109,16 +115,19 @@ class ImageDataset(Dataset):
         paths = [path for path, _, _ in self.items]
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            bar = tqdm(pool.map(self._load, paths), total=len(paths), desc="preload images", unit="img",
-                       disable=not is_main_process())  # under torchrun: one bar, rank 0's
+            bar = tqdm(
+                pool.map(self._load, paths),
+                total=len(paths),
+                desc="preload images",
+                unit="img",
+                disable=not is_main_process(),
+            )  # under torchrun: one bar, rank 0's
             return list(bar)
 
     def _load(self, path: str) -> Tensor:
         """Decode ``path``, resized to :attr:`size` when one is set. Returns: (3, H, W) uint8."""
         image = read_image(path)  # (3, H, W)
         if self.size is not None and tuple(image.shape[1:]) != self.size:
-            from torchvision.transforms.v2 import functional as TF
-
             image = TF.resize(image, list(self.size), antialias=True)  # (3, height, width)
         return image
 
