@@ -4,11 +4,11 @@ Chapters: every notebook; ``book/datasets.md`` documents the layouts and the pro
 """
 
 from reid_core.data.base import (
+    IMAGE_EXTENSIONS,
+    MARKET_NAME_PATTERN,
     DatasetLayoutError,
     DatasetNote,
-    IMAGE_EXTENSIONS,
     Item,
-    MARKET_NAME_PATTERN,
     ReIDDataset,
     drop_junk,
     extension_case_twins,
@@ -21,20 +21,12 @@ from reid_core.data.base import (
 )
 from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment
 from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
+from reid_core.data.digits import DigitsSplit, load_digits_split
 from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.image_dataset import ImageDataset, ImageLoadError, read_image
 from reid_core.data.market1501 import MARKET_SUBFOLDERS, Market1501, MarketLayoutDataset, read_market_layout
 from reid_core.data.msmt17 import MSMT17, read_msmt17_list
 from reid_core.data.registry import DATASETS, build_dataset
-from reid_core.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RandomErasing,
-    ReIDTransform,
-    build_transforms,
-    denormalize,
-)
-from reid_core.data.digits import DigitsSplit, load_digits_split
 from reid_core.data.synthreid import (
     PROFILE_PRESETS,
     RENDERER_VERSION,
@@ -46,6 +38,14 @@ from reid_core.data.synthreid import (
     prepare_synthreid,
     preset_root,
     render_synthreid,
+)
+from reid_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomErasing,
+    ReIDTransform,
+    build_transforms,
+    denormalize,
 )
 
 __all__ = [

@@ -69,8 +69,9 @@ def report_notes(notes: Sequence[str], verbose: bool) -> None:
             warnings.warn(note, DatasetNote, stacklevel=3)
 
 
-def find_dataset_dir(root: str | os.PathLike[str], folder_names: Sequence[str], marker: str,
-                     dataset: str, layout: str) -> Path:
+def find_dataset_dir(
+    root: str | os.PathLike[str], folder_names: Sequence[str], marker: str, dataset: str, layout: str
+) -> Path:
     """Locate a dataset folder given either the folder itself or a parent holding it.
 
     Args:
@@ -129,9 +130,7 @@ def list_images(folder: Path, layout: str) -> tuple[list[Path], list[Path]]:
         else:
             others.append(entry)
     if not images:
-        raise DatasetLayoutError(
-            f"folder '{folder}' holds no image ({sorted(IMAGE_EXTENSIONS)}). Expected {layout}"
-        )
+        raise DatasetLayoutError(f"folder '{folder}' holds no image ({sorted(IMAGE_EXTENSIONS)}). Expected {layout}")
     return images, others
 
 
@@ -173,6 +172,7 @@ def not_read_note(folder: Path, others: Sequence[Path], twins: Sequence[Sequence
     Returns:
         Zero, one or two lines.
     """
+
     def name(path: Path) -> str:
         relative = path.relative_to(folder) if path.is_relative_to(folder) else path
         return f"{relative}/" if path.is_dir() else str(relative)
@@ -185,8 +185,10 @@ def not_read_note(folder: Path, others: Sequence[Path], twins: Sequence[Sequence
         notes.append(f"{len(others)} {entries} under '{folder}' not read (not image files: {shown})")
     if twins:
         shown = "; ".join(" and ".join(name(p) for p in group) for group in twins[:5])
-        notes.append(f"{len(twins)} image(s) under '{folder}' have a twin whose extension differs only in case "
-                     f"({shown}); both are read, so a copy counts twice: remove one of each pair")
+        notes.append(
+            f"{len(twins)} image(s) under '{folder}' have a twin whose extension differs only in case "
+            f"({shown}); both are read, so a copy counts twice: remove one of each pair"
+        )
     return notes
 
 
@@ -229,7 +231,10 @@ def parse_market_folder(folder: Path, layout: str, num_cameras: int | None) -> t
 
 
 def drop_junk(items: Iterable[Item]) -> list[Item]:
-    """Drop junk boxes (pid -1), as the standard protocol does (Zheng et al. 2015; the book page ``book/datasets.md``)."""
+    """Drop junk boxes (pid -1), as the standard protocol does.
+
+    Zheng et al. 2015; the book page ``book/datasets.md``.
+    """
     return [item for item in items if item[1] != -1]
 
 
@@ -269,8 +274,9 @@ class ReIDDataset:
         DatasetLayoutError: a subset is empty or the training pids are not ``0..C-1``.
     """
 
-    def __init__(self, train: list[Item], query: list[Item], gallery: list[Item], name: str,
-                 verbose: bool = True) -> None:
+    def __init__(
+        self, train: list[Item], query: list[Item], gallery: list[Item], name: str, verbose: bool = True
+    ) -> None:
         self.name = name
         self.train, self.query, self.gallery = train, query, gallery
         for subset, items in (("train", train), ("query", query), ("gallery", gallery)):
@@ -359,5 +365,7 @@ class ReIDDataset:
         print(self.format_statistics())
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(train={self.num_train_imgs} images / {self.num_train_pids} ids, "
-                f"query={self.num_query_imgs}, gallery={self.num_gallery_imgs})")
+        return (
+            f"{type(self).__name__}(train={self.num_train_imgs} images / {self.num_train_pids} ids, "
+            f"query={self.num_query_imgs}, gallery={self.num_gallery_imgs})"
+        )

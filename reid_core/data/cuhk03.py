@@ -83,8 +83,9 @@ def _find_release_dir(root: Path) -> Path | None:
     return None
 
 
-def extract_cuhk03_images(mat_path: str | os.PathLike[str], split: str, out_dir: str | os.PathLike[str],
-                          show_progress: bool = True) -> tuple[int, int]:
+def extract_cuhk03_images(
+    mat_path: str | os.PathLike[str], split: str, out_dir: str | os.PathLike[str], show_progress: bool = True
+) -> tuple[int, int]:
     """Write the images of one version of ``cuhk-03.mat`` as PNG files.
 
     File names follow torchreid, ``{pair}_{pid:03d}_{view}_{img:02d}.png`` (all 1-based; view 1
@@ -128,8 +129,9 @@ def extract_cuhk03_images(mat_path: str | os.PathLike[str], split: str, out_dir:
                 )
             pairs.append(cells)
         written, empty = 0, 0
-        bar = tqdm(total=sum(c.size for c in pairs), desc=f"extract CUHK03 {split}", unit="img",
-                   disable=not show_progress)
+        bar = tqdm(
+            total=sum(c.size for c in pairs), desc=f"extract CUHK03 {split}", unit="img", disable=not show_progress
+        )
         for pair_index, cells in enumerate(pairs):
             for pid_index in range(cells.shape[0]):
                 for image_index in range(10):
@@ -161,8 +163,9 @@ def _matlab_string(value: Any) -> str:
     return str(value)
 
 
-def read_cuhk03_split(split_path: str | os.PathLike[str], image_dir: str | os.PathLike[str]
-                      ) -> tuple[list[Item], list[Item], list[Item]]:
+def read_cuhk03_split(
+    split_path: str | os.PathLike[str], image_dir: str | os.PathLike[str]
+) -> tuple[list[Item], list[Item], list[Item]]:
     """Build the 767/700 lists from a ``cuhk03_new_protocol_config_*.mat`` file.
 
     Args:
@@ -198,9 +201,7 @@ def read_cuhk03_split(split_path: str | os.PathLike[str], image_dir: str | os.Pa
     def subset(field: str) -> list[Item]:
         index = np.asarray(config[field]).ravel().astype(np.int64) - 1  # 1-based -> 0-based
         if index.size and (index.min() < 0 or index.max() >= len(names)):
-            raise DatasetLayoutError(
-                f"split file '{split_path}': {field} has indices outside 1..{len(names)}"
-            )
+            raise DatasetLayoutError(f"split file '{split_path}': {field} has indices outside 1..{len(names)}")
         items = []
         for i in index:
             match = EXTRACTED_NAME.match(names[i])
@@ -239,8 +240,9 @@ class CUHK03(ReIDDataset):
             file, or a file that does not parse.
     """
 
-    def __init__(self, root: str | os.PathLike[str], split: Literal["labeled", "detected"] = "labeled",
-                 verbose: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], split: Literal["labeled", "detected"] = "labeled", verbose: bool = True
+    ) -> None:
         if split not in SPLITS:
             raise DatasetLayoutError(f"CUHK03: unknown split {split!r}; expected one of {list(SPLITS)}")
         self.split = split
@@ -278,8 +280,7 @@ class CUHK03(ReIDDataset):
         if not (image_dir / DONE_MARKER).is_file():
             if verbose:
                 print(f"Extracting the {split} images of '{release_dir / RELEASE_MAT}' to '{image_dir}' (once)")
-            written, empty = extract_cuhk03_images(release_dir / RELEASE_MAT, split, image_dir,
-                                                   show_progress=verbose)
+            written, empty = extract_cuhk03_images(release_dir / RELEASE_MAT, split, image_dir, show_progress=verbose)
             if verbose:
                 print(f"wrote {written} images ({empty} empty cells: ids with fewer than 10 images)")
             (image_dir / DONE_MARKER).write_text(f"{written}\n")

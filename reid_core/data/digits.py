@@ -9,8 +9,8 @@ Chapter: 02 (metric learning).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,16 +35,19 @@ class DigitsSplit:
     test_images: Tensor
     test_labels: Tensor
 
-    def subset(self, train_classes: Sequence[int] | None = None,
-               test_classes: Sequence[int] | None = None) -> "DigitsSplit":
+    def subset(
+        self, train_classes: Sequence[int] | None = None, test_classes: Sequence[int] | None = None
+    ) -> DigitsSplit:
         """Keep only some digits in the train part and/or the test part (``None`` keeps all)."""
+
         def keep(images: Tensor, labels: Tensor, classes: Sequence[int] | None) -> tuple[Tensor, Tensor]:
             if classes is None:
                 return images, labels
             mask = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))  # (N,)
             if not mask.any():
-                raise ValueError(f"classes {list(classes)} select no image "
-                                 f"(labels present: {labels.unique().tolist()})")
+                raise ValueError(
+                    f"classes {list(classes)} select no image (labels present: {labels.unique().tolist()})"
+                )
             return images[mask], labels[mask]
 
         train = keep(self.train_images, self.train_labels, train_classes)

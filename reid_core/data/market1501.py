@@ -39,9 +39,13 @@ MARKET_SUBFOLDERS: tuple[str, str, str] = ("bounding_box_train", "query", "bound
 """The train, query and gallery folders of the Market-1501 layout."""
 
 
-def read_market_layout(dataset_dir: Path, layout: str, num_cameras: int | None,
-                       extra_gallery_dirs: tuple[str, ...] = (), verbose: bool = True,
-                       ) -> tuple[list[Item], list[Item], list[Item]]:
+def read_market_layout(
+    dataset_dir: Path,
+    layout: str,
+    num_cameras: int | None,
+    extra_gallery_dirs: tuple[str, ...] = (),
+    verbose: bool = True,
+) -> tuple[list[Item], list[Item], list[Item]]:
     """Read a folder in Market-1501 layout into train / query / gallery lists.
 
     Args:
@@ -87,8 +91,9 @@ class MarketLayoutDataset(ReIDDataset):
     num_cameras: int | None = None
     name_example = "0002_c1s1_000451_03.jpg"
 
-    def __init__(self, root: str | os.PathLike[str], verbose: bool = True,
-                 extra_gallery_dirs: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], verbose: bool = True, extra_gallery_dirs: tuple[str, ...] = ()
+    ) -> None:
         layout = self.expected_layout()
         self.dataset_dir = find_dataset_dir(root, self.folder_names, MARKET_SUBFOLDERS[0], self.dataset_name, layout)
         for extra in extra_gallery_dirs:
@@ -132,7 +137,10 @@ class Market1501(MarketLayoutDataset):
 
     dataset_name = "Market-1501"
     folder_names = (
-        "Market-1501-v15.09.15", "market1501", "Market-1501", "market1501/Market-1501-v15.09.15",
+        "Market-1501-v15.09.15",
+        "market1501",
+        "Market-1501",
+        "market1501/Market-1501-v15.09.15",
     )
     num_cameras = 6
     name_example = "0002_c1s1_000451_03.jpg"

@@ -95,16 +95,19 @@ def read_msmt17_list(list_path: Path, image_dir: Path, notes: list[str] | None =
         if rel_path in first_line:
             earlier, earlier_pid = first_line[rel_path]
             if earlier_pid != pid:
-                raise DatasetLayoutError(f"MSMT17: {where} lists the image of line {earlier} again with "
-                                         f"another pid ({earlier_pid} there)")
+                raise DatasetLayoutError(
+                    f"MSMT17: {where} lists the image of line {earlier} again with another pid ({earlier_pid} there)"
+                )
             repeats.append((line_number, earlier))
             continue
         first_line[rel_path] = (line_number, pid)
         items.append((str(image_dir / rel_path), pid, camera - 1))
     if repeats:
         shown = ", ".join(f"line {line} repeats line {earlier}" for line, earlier in repeats[:5])
-        notes.append(f"MSMT17: '{list_path}' has {len(repeats)} duplicated line(s) ({shown}"
-                     f"{', ...' if len(repeats) > 5 else ''}); each image was read once")
+        notes.append(
+            f"MSMT17: '{list_path}' has {len(repeats)} duplicated line(s) ({shown}"
+            f"{', ...' if len(repeats) > 5 else ''}); each image was read once"
+        )
     if not items:
         raise DatasetLayoutError(f"MSMT17: list file '{list_path}' is empty")
     absent = [path for path, _, _ in items if not os.path.isfile(path)]
@@ -155,8 +158,9 @@ class MSMT17(ReIDDataset):
         DatasetLayoutError: a missing folder or list, or a list line that does not parse.
     """
 
-    def __init__(self, root: str | os.PathLike[str], version: Literal["auto", "v1", "v2"] = "auto",
-                 verbose: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], version: Literal["auto", "v1", "v2"] = "auto", verbose: bool = True
+    ) -> None:
         if version not in ("auto", "v1", "v2"):
             raise DatasetLayoutError(f"MSMT17: unknown version {version!r}; expected 'auto', 'v1' or 'v2'")
         root_path = Path(root).expanduser()

@@ -69,9 +69,14 @@ class RandomErasing(nn.Module):
     strictly inside the image, so the bounds hold exactly despite rounding.
     """
 
-    def __init__(self, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4),
-                 aspect: tuple[float, float] = (0.3, 1 / 0.3), value: Sequence[float] = IMAGENET_MEAN,
-                 max_attempts: int = 100) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        area: tuple[float, float] = (0.02, 0.4),
+        aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        value: Sequence[float] = IMAGENET_MEAN,
+        max_attempts: int = 100,
+    ) -> None:
         super().__init__()
         _check_probability("p", p)
         if not 0.0 < area[0] <= area[1] <= 1.0:
@@ -112,7 +117,7 @@ class RandomErasing(nn.Module):
         top, left, h, w = box
         fill = torch.tensor(self.value, dtype=image.dtype, device=image.device).view(-1, 1, 1)  # (C, 1, 1)
         erased = image.clone()  # (C, H, W)
-        erased[:, top:top + h, left:left + w] = fill
+        erased[:, top : top + h, left : left + w] = fill
         return erased
 
     def extra_repr(self) -> str:
@@ -153,9 +158,17 @@ class ReIDTransform:
         return f"ReIDTransform({self.pipeline!r})"
 
 
-def build_transforms(height: int, width: int, is_train: bool, flip_p: float = 0.5, pad: int = 10,
-                     random_erasing_p: float = 0.5, color_jitter: bool = False,
-                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> ReIDTransform:
+def build_transforms(
+    height: int,
+    width: int,
+    is_train: bool,
+    flip_p: float = 0.5,
+    pad: int = 10,
+    random_erasing_p: float = 0.5,
+    color_jitter: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> ReIDTransform:
     """The training or test transform of the strong re-ID baseline.
 
     Args:
@@ -202,8 +215,7 @@ def build_transforms(height: int, width: int, is_train: bool, flip_p: float = 0.
     return ReIDTransform(v2.Compose(steps))
 
 
-def denormalize(tensor: Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD) -> Tensor:
+def denormalize(tensor: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
     """Undo the normalisation for display: :math:`x = x' \\sigma + \\mu`, clamped to [0, 1].
 
     Args:

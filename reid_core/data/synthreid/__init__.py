@@ -18,6 +18,14 @@ from reid_core.data.synthreid.reader import SynthReID
 from reid_core.data.synthreid.world import RENDERER_VERSION, SynthReIDInfo, ensure_synthreid, render_synthreid
 
 __all__ = [
-    "PROFILE_PRESETS", "RENDERER_VERSION", "SYNTHREID_PRESETS", "SynthReID", "SynthReIDConfig", "SynthReIDInfo",
-    "ensure_synthreid", "prepare_synthreid", "preset_root", "render_synthreid",
+    "PROFILE_PRESETS",
+    "RENDERER_VERSION",
+    "SYNTHREID_PRESETS",
+    "SynthReID",
+    "SynthReIDConfig",
+    "SynthReIDInfo",
+    "ensure_synthreid",
+    "prepare_synthreid",
+    "preset_root",
+    "render_synthreid",
 ]

@@ -2,8 +2,8 @@
 
 Every cause of difficulty in the world is a knob with an "off" value, so a chapter can switch
 a cause off and show its effect vanish (the table in :mod:`reid_core.data.synthreid.world`
-says which knob carries which chapter's effect). :func:`reid_core.data.synthreid.render_synthreid` takes these same names as
-keyword arguments and records them in ``root/synthreid.json``.
+says which knob carries which chapter's effect). :func:`reid_core.data.synthreid.render_synthreid`
+takes these same names as keyword arguments and records them in ``root/synthreid.json``.
 """
 
 from __future__ import annotations
@@ -127,8 +127,17 @@ class SynthReIDConfig:
             )
         _check_int("height", self.height, 32)
         _check_int("width", self.width, 16)
-        for name in ("misalignment", "occlusion_prob", "camera_shift", "blur", "resolution_drop",
-                     "viewpoint", "noise", "background_clutter", "local_part_only_fraction"):
+        for name in (
+            "misalignment",
+            "occlusion_prob",
+            "camera_shift",
+            "blur",
+            "resolution_drop",
+            "viewpoint",
+            "noise",
+            "background_clutter",
+            "local_part_only_fraction",
+        ):
             _check_fraction(name, getattr(self, name))
         _check_int("lookalike_family_size", self.lookalike_family_size, 1)
         _check_int("lookalike_max_diffs", self.lookalike_max_diffs, 1)

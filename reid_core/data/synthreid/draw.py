@@ -2,8 +2,8 @@
 
 Every body part is a boolean mask computed by broadcasting a row vector of horizontal body
 coordinates ``u`` (1, W) against a column vector of vertical ones ``v`` (H, 1); painting is
-``labels[mask] = part``, and one look-up turns the label map into colours. Body coordinates are in units of the body height: ``v = 0`` at the
-top of the head, ``v = 1`` at the soles, ``u = 0`` on the body's centre line.
+``labels[mask] = part``, and one look-up turns the label map into colours. Body coordinates are in
+units of the body height: ``v = 0`` at the top of the head, ``v = 1`` at the soles, ``u = 0`` on the body's centre line.
 
 The viewpoint decides what is visible (Basics and EnsembleNet chapters): a logo only from
 the front; a backpack as a block from the back, as straps from the front, as a bump from the

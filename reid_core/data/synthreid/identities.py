@@ -34,28 +34,75 @@ RGB = tuple[int, int, int]
 # name -> RGB. Weights make dark and neutral clothes common, as in real streets; this also
 # makes many identities share a colour histogram.
 GARMENT_COLORS: dict[str, RGB] = {
-    "black": (25, 25, 28), "charcoal": (62, 62, 68), "grey": (128, 128, 128),
-    "white": (232, 232, 226), "navy": (30, 40, 90), "blue": (45, 90, 185),
-    "lightblue": (140, 180, 225), "denim": (62, 84, 130), "red": (190, 32, 36),
-    "maroon": (110, 26, 42), "green": (42, 128, 62), "olive": (102, 110, 52),
-    "yellow": (228, 198, 44), "orange": (232, 122, 34), "pink": (232, 150, 180),
-    "purple": (110, 52, 140), "brown": (110, 72, 42), "beige": (208, 190, 150),
+    "black": (25, 25, 28),
+    "charcoal": (62, 62, 68),
+    "grey": (128, 128, 128),
+    "white": (232, 232, 226),
+    "navy": (30, 40, 90),
+    "blue": (45, 90, 185),
+    "lightblue": (140, 180, 225),
+    "denim": (62, 84, 130),
+    "red": (190, 32, 36),
+    "maroon": (110, 26, 42),
+    "green": (42, 128, 62),
+    "olive": (102, 110, 52),
+    "yellow": (228, 198, 44),
+    "orange": (232, 122, 34),
+    "pink": (232, 150, 180),
+    "purple": (110, 52, 140),
+    "brown": (110, 72, 42),
+    "beige": (208, 190, 150),
 }
-_TOP_WEIGHTS = {"black": 3, "charcoal": 2, "grey": 2, "white": 3, "navy": 2, "blue": 1,
-                "lightblue": 1, "red": 1, "maroon": 1, "green": 1, "olive": 1, "yellow": 1,
-                "orange": 1, "pink": 1, "purple": 1, "brown": 1, "beige": 1}
-_BOTTOM_WEIGHTS = {"black": 4, "charcoal": 2, "grey": 2, "navy": 2, "denim": 3, "beige": 2,
-                   "brown": 1, "olive": 1, "white": 1, "blue": 1, "maroon": 1}
+_TOP_WEIGHTS = {
+    "black": 3,
+    "charcoal": 2,
+    "grey": 2,
+    "white": 3,
+    "navy": 2,
+    "blue": 1,
+    "lightblue": 1,
+    "red": 1,
+    "maroon": 1,
+    "green": 1,
+    "olive": 1,
+    "yellow": 1,
+    "orange": 1,
+    "pink": 1,
+    "purple": 1,
+    "brown": 1,
+    "beige": 1,
+}
+_BOTTOM_WEIGHTS = {
+    "black": 4,
+    "charcoal": 2,
+    "grey": 2,
+    "navy": 2,
+    "denim": 3,
+    "beige": 2,
+    "brown": 1,
+    "olive": 1,
+    "white": 1,
+    "blue": 1,
+    "maroon": 1,
+}
 _SHOE_WEIGHTS = {"black": 3, "white": 3, "grey": 1, "brown": 1, "red": 1, "blue": 1, "orange": 1}
-_BAG_WEIGHTS = {"black": 3, "brown": 2, "red": 1, "blue": 1, "beige": 1, "grey": 1, "green": 1,
-                "yellow": 1}
-HAIR_COLORS: dict[str, RGB] = {"black": (22, 19, 19), "darkbrown": (58, 40, 26),
-                               "brown": (108, 74, 44), "blond": (200, 170, 100),
-                               "grey": (165, 165, 160), "auburn": (140, 58, 30)}
+_BAG_WEIGHTS = {"black": 3, "brown": 2, "red": 1, "blue": 1, "beige": 1, "grey": 1, "green": 1, "yellow": 1}
+HAIR_COLORS: dict[str, RGB] = {
+    "black": (22, 19, 19),
+    "darkbrown": (58, 40, 26),
+    "brown": (108, 74, 44),
+    "blond": (200, 170, 100),
+    "grey": (165, 165, 160),
+    "auburn": (140, 58, 30),
+}
 _HAIR_WEIGHTS = {"black": 4, "darkbrown": 3, "brown": 2, "blond": 1, "grey": 1, "auburn": 1}
-SKIN_TONES: dict[str, RGB] = {"light": (236, 200, 175), "fair": (222, 180, 145),
-                              "medium": (192, 142, 104), "tan": (160, 112, 76),
-                              "dark": (108, 72, 50)}
+SKIN_TONES: dict[str, RGB] = {
+    "light": (236, 200, 175),
+    "fair": (222, 180, 145),
+    "medium": (192, 142, 104),
+    "tan": (160, 112, 76),
+    "dark": (108, 72, 50),
+}
 
 TOP_PATTERNS = ("plain", "stripes", "checks", "logo")
 _PATTERN_WEIGHTS = (4, 2, 1, 2)
@@ -132,8 +179,9 @@ def _jitter(rng: np.random.Generator, rgb: RGB, amount: int = 14) -> RGB:
     return tuple(int(np.clip(c + d, 0, 255)) for c, d in zip(rgb, j))  # type: ignore[return-value]
 
 
-def _pick_weighted(rng: np.random.Generator, options: tuple[str, ...], weights: tuple[int, ...],
-                   exclude: str | None = None) -> str:
+def _pick_weighted(
+    rng: np.random.Generator, options: tuple[str, ...], weights: tuple[int, ...], exclude: str | None = None
+) -> str:
     return _choice(rng, dict(zip(options, weights)), exclude)
 
 
@@ -142,8 +190,7 @@ def _pattern(rng: np.random.Generator, top_color: str, exclude: str | None = Non
     if kind == "plain":
         return {"top_pattern": kind, "pattern_color": None, "pattern_rgb": None}
     color = _choice(rng, _TOP_WEIGHTS, exclude=top_color)
-    return {"top_pattern": kind, "pattern_color": color,
-            "pattern_rgb": _jitter(rng, GARMENT_COLORS[color])}
+    return {"top_pattern": kind, "pattern_color": color, "pattern_rgb": _jitter(rng, GARMENT_COLORS[color])}
 
 
 def _hem(rng: np.random.Generator, top_color: str, band: bool) -> dict[str, Any]:
@@ -158,8 +205,7 @@ def _bag(rng: np.random.Generator, kind: str) -> dict[str, Any]:
         return {"bag_type": "none", "bag_side": None, "bag_color": None, "bag_rgb": None}
     color = _choice(rng, _BAG_WEIGHTS)
     side = ("left", "right")[int(rng.integers(2))] if kind == "shoulder" else None
-    return {"bag_type": kind, "bag_side": side, "bag_color": color,
-            "bag_rgb": _jitter(rng, GARMENT_COLORS[color])}
+    return {"bag_type": kind, "bag_side": side, "bag_color": color, "bag_rgb": _jitter(rng, GARMENT_COLORS[color])}
 
 
 def sample_pedestrian(rng: np.random.Generator) -> Pedestrian:
@@ -179,14 +225,19 @@ def sample_pedestrian(rng: np.random.Generator) -> Pedestrian:
     attrs: dict[str, Any] = {
         "height": round(float(rng.uniform(0.92, 1.08)), 3),
         "build": round(float(rng.uniform(0.85, 1.2)), 3),
-        "skin_tone": skin, "skin_rgb": _jitter(rng, SKIN_TONES[skin], 8),
+        "skin_tone": skin,
+        "skin_rgb": _jitter(rng, SKIN_TONES[skin], 8),
         "hair_style": ("short", "long")[int(rng.random() < 0.35)],
-        "hair_color": hair, "hair_rgb": _jitter(rng, HAIR_COLORS[hair], 10),
-        "top_color": top, "top_rgb": _jitter(rng, GARMENT_COLORS[top]),
+        "hair_color": hair,
+        "hair_rgb": _jitter(rng, HAIR_COLORS[hair], 10),
+        "top_color": top,
+        "top_rgb": _jitter(rng, GARMENT_COLORS[top]),
         "sleeves": ("long", "short")[int(rng.random() < 0.4)],
         "bottom_type": _pick_weighted(rng, BOTTOM_TYPES, _BOTTOM_TYPE_WEIGHTS),
-        "bottom_color": bottom, "bottom_rgb": _jitter(rng, GARMENT_COLORS[bottom]),
-        "shoe_color": shoe, "shoe_rgb": _jitter(rng, GARMENT_COLORS[shoe], 8),
+        "bottom_color": bottom,
+        "bottom_rgb": _jitter(rng, GARMENT_COLORS[bottom]),
+        "shoe_color": shoe,
+        "shoe_rgb": _jitter(rng, GARMENT_COLORS[shoe], 8),
     }
     attrs.update(_pattern(rng, top))
     attrs.update(_hem(rng, top, band=bool(rng.random() < 0.3)))
@@ -199,8 +250,9 @@ def _mutate_group(p: Pedestrian, group: str, rng: np.random.Generator) -> dict[s
     if group == "top_color":
         c = _choice(rng, _TOP_WEIGHTS, exclude=p.top_color)
         if p.pattern_color == c or p.hem_color == c:  # keep the pattern/hem visible
-            c = _choice(rng, {k: v for k, v in _TOP_WEIGHTS.items()
-                              if k not in (p.top_color, p.pattern_color, p.hem_color)})
+            c = _choice(
+                rng, {k: v for k, v in _TOP_WEIGHTS.items() if k not in (p.top_color, p.pattern_color, p.hem_color)}
+            )
         return {"top_color": c, "top_rgb": _jitter(rng, GARMENT_COLORS[c])}
     if group == "top_pattern":
         return _pattern(rng, p.top_color, exclude=p.top_pattern)

@@ -25,8 +25,18 @@ from reid_core.data.synthreid.config import SynthReIDConfig
 from reid_core.data.synthreid.identities import FamilyMember, make_families
 from reid_core.data.synthreid.scene import VIEWS, Camera, make_cameras
 
-__all__ = ["ImageSpec", "Identity", "SynthReIDPlan", "plan_synthreid", "format_filename",
-           "OCCLUDERS", "MAX_SHIFT_X", "MAX_SHIFT_Y", "MAX_LOG_SCALE", "BODY_FRACTION"]
+__all__ = [
+    "ImageSpec",
+    "Identity",
+    "SynthReIDPlan",
+    "plan_synthreid",
+    "format_filename",
+    "OCCLUDERS",
+    "MAX_SHIFT_X",
+    "MAX_SHIFT_Y",
+    "MAX_LOG_SCALE",
+    "BODY_FRACTION",
+]
 
 OCCLUDERS = ("pole", "box", "person")
 MAX_SHIFT_X = 0.18  # box shift, fraction of the width, at misalignment = 1
@@ -98,9 +108,15 @@ def _identities(cfg: SynthReIDConfig) -> list[Identity]:
     pids = rng.permutation(np.arange(1, cfg.num_ids + 1))
     out: list[Identity] = []
     first_family = 0
-    for split, split_pids in (("train", pids[: cfg.num_train_ids]), ("test", pids[cfg.num_train_ids:])):
-        members = make_families(len(split_pids), cfg.lookalike_family_size, cfg.lookalike_max_diffs,
-                                cfg.local_part_only_fraction, rng, first_family)
+    for split, split_pids in (("train", pids[: cfg.num_train_ids]), ("test", pids[cfg.num_train_ids :])):
+        members = make_families(
+            len(split_pids),
+            cfg.lookalike_family_size,
+            cfg.lookalike_max_diffs,
+            cfg.local_part_only_fraction,
+            rng,
+            first_family,
+        )
         first_family = members[-1].family + 1
         # Shuffle pids over members so look-alikes do not sit on consecutive pids.
         for pid, member in zip(rng.permutation(split_pids).tolist(), members):
@@ -119,19 +135,41 @@ def plan_synthreid(cfg: SynthReIDConfig) -> SynthReIDPlan:
         (train, then test ids' query/gallery images, then distractors, then junk).
     """
     identities = _identities(cfg)
-    cameras = make_cameras(cfg.style, cfg.num_cameras, cfg.seed, cfg.camera_shift, cfg.blur,
-                           cfg.resolution_drop)
+    cameras = make_cameras(cfg.style, cfg.num_cameras, cfg.seed, cfg.camera_shift, cfg.blur, cfg.resolution_drop)
     rng = np.random.default_rng([cfg.seed, 3])
     namer = _Namer()
     images: list[ImageSpec] = []
     m = cfg.misalignment
 
-    def add(split: str, pid: int, camera: int, session: int, frame: int, view: str,
-            subject: str = "identity", shift: tuple[float, float, float] | None = None,
-            occluder: str = "none", phase: float = 0.0) -> None:
+    def add(
+        split: str,
+        pid: int,
+        camera: int,
+        session: int,
+        frame: int,
+        view: str,
+        subject: str = "identity",
+        shift: tuple[float, float, float] | None = None,
+        occluder: str = "none",
+        phase: float = 0.0,
+    ) -> None:
         sx, sy, sc = shift if shift is not None else (0.0, 0.0, 1.0)
-        images.append(ImageSpec(len(images), split, namer(pid, camera, session, frame), pid, camera,
-                                view, sx, sy, sc, phase, occluder, subject))
+        images.append(
+            ImageSpec(
+                len(images),
+                split,
+                namer(pid, camera, session, frame),
+                pid,
+                camera,
+                view,
+                sx,
+                sy,
+                sc,
+                phase,
+                occluder,
+                subject,
+            )
+        )
 
     for ident in identities:
         max_cams = min(cfg.num_cameras, cfg.images_per_id - 1)  # leaves one camera with 2+ images
@@ -155,28 +193,85 @@ def plan_synthreid(cfg: SynthReIDConfig) -> SynthReIDPlan:
                     split = "train"
                 else:
                     split = "query" if (count >= 2 and j == query_pick) else "gallery"
-                shift = (m * MAX_SHIFT_X * u[j, 0], m * MAX_SHIFT_Y * u[j, 1],
-                         float(np.exp(m * MAX_LOG_SCALE * u[j, 2])))
+                shift = (
+                    m * MAX_SHIFT_X * u[j, 0],
+                    m * MAX_SHIFT_Y * u[j, 1],
+                    float(np.exp(m * MAX_LOG_SCALE * u[j, 2])),
+                )
                 occ = OCCLUDERS[occ_kind[j]] if occ_r[j] < cfg.occlusion_prob else "none"
-                add(split, ident.pid, cam, session, int(frames[j]), view, "identity",
-                    (float(shift[0]), float(shift[1]), shift[2]), occ, float(phases[j]))
+                add(
+                    split,
+                    ident.pid,
+                    cam,
+                    session,
+                    int(frames[j]),
+                    view,
+                    "identity",
+                    (float(shift[0]), float(shift[1]), shift[2]),
+                    occ,
+                    float(phases[j]),
+                )
 
     # Distractors (pid 0000): background, or a fragment of a stranger (IoU < 20% in Market).
     for _ in range(cfg.resolved_num_distractors):
-        cam, session, frame = int(rng.integers(1, cfg.num_cameras + 1)), int(rng.integers(1, 7)), int(rng.integers(0, 99000))
+        cam, session, frame = (
+            int(rng.integers(1, cfg.num_cameras + 1)),
+            int(rng.integers(1, 7)),
+            int(rng.integers(0, 99000)),
+        )
         mode, sign = int(rng.integers(3)), float(rng.choice([-1.0, 1.0]))
         a, b, ph, view = rng.random(), rng.random(), float(rng.uniform(0, 2 * np.pi)), VIEWS[int(rng.integers(4))]
         if mode == 0:
             add("gallery", 0, cam, session, frame, view, "none")
         elif mode == 1:  # mostly outside the box, sideways
-            add("gallery", 0, cam, session, frame, view, "stranger", (sign * (0.5 + 0.3 * a), 0.3 * (b - 0.5), 1.0), phase=ph)
+            add(
+                "gallery",
+                0,
+                cam,
+                session,
+                frame,
+                view,
+                "stranger",
+                (sign * (0.5 + 0.3 * a), 0.3 * (b - 0.5), 1.0),
+                phase=ph,
+            )
         else:  # a close-up of part of a body
-            add("gallery", 0, cam, session, frame, view, "stranger", (0.2 * (a - 0.5), sign * 0.35 * b, 2.2 + a), phase=ph)
+            add(
+                "gallery",
+                0,
+                cam,
+                session,
+                frame,
+                view,
+                "stranger",
+                (0.2 * (a - 0.5), sign * 0.35 * b, 2.2 + a),
+                phase=ph,
+            )
     # Junk (pid -1): people in badly fitted boxes (20-50% IoU in Market), ignored by evaluation.
     for _ in range(cfg.resolved_num_junk):
-        cam, session, frame = int(rng.integers(1, cfg.num_cameras + 1)), int(rng.integers(1, 7)), int(rng.integers(0, 99000))
+        cam, session, frame = (
+            int(rng.integers(1, cfg.num_cameras + 1)),
+            int(rng.integers(1, 7)),
+            int(rng.integers(0, 99000)),
+        )
         sx, sy = float(rng.choice([-1.0, 1.0])), float(rng.choice([-1.0, 1.0]))
-        a, b, c, ph, view = rng.random(), rng.random(), rng.random(), float(rng.uniform(0, 2 * np.pi)), VIEWS[int(rng.integers(4))]
+        a, b, c, ph, view = (
+            rng.random(),
+            rng.random(),
+            rng.random(),
+            float(rng.uniform(0, 2 * np.pi)),
+            VIEWS[int(rng.integers(4))],
+        )
         scale = 0.55 + 0.15 * c if b < 0.5 else 1.45 + 0.25 * c
-        add("gallery", -1, cam, session, frame, view, "stranger", (sx * (0.25 + 0.15 * a), sy * (0.12 + 0.13 * b), scale), phase=ph)
+        add(
+            "gallery",
+            -1,
+            cam,
+            session,
+            frame,
+            view,
+            "stranger",
+            (sx * (0.25 + 0.15 * a), sy * (0.12 + 0.13 * b), scale),
+            phase=ph,
+        )
     return SynthReIDPlan(cfg, identities, cameras, images)

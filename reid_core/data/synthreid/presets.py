@@ -18,14 +18,17 @@ SYNTHREID_PRESETS: dict[str, dict[str, Any]] = {
     # a few dozen images: CI runs every notebook on these in seconds
     "smoke": dict(num_ids=16, images_per_id=6, num_cameras=3, seed=0, lookalike_family_size=2),
     "smoke_b": dict(num_ids=16, images_per_id=6, num_cameras=3, seed=1, style="b", lookalike_family_size=2),
-    "smoke_aligned": dict(num_ids=16, images_per_id=6, num_cameras=3, seed=0, misalignment=0.0, lookalike_family_size=2),
+    "smoke_aligned": dict(
+        num_ids=16, images_per_id=6, num_cameras=3, seed=0, misalignment=0.0, lookalike_family_size=2
+    ),
     # the book's main world: every cause switched on (basics, metric learning, EnsembleNet, AlignedReID)
     "synth": dict(num_ids=500, images_per_id=12, num_cameras=6, seed=0),
     # the same people with the detector misalignment switched off (AlignedReID's control)
     "synth_aligned": dict(num_ids=500, images_per_id=12, num_cameras=6, seed=0, misalignment=0.0),
     # many identities in look-alike families (Graph Sampling), style a for training
-    "synth_gs": dict(num_ids=2400, images_per_id=6, num_cameras=6, seed=0, train_fraction=5 / 6,
-                     lookalike_family_size=6),
+    "synth_gs": dict(
+        num_ids=2400, images_per_id=6, num_cameras=6, seed=0, train_fraction=5 / 6, lookalike_family_size=6
+    ),
     # other people in the other scene style: the cross-domain test set
     "synth_b": dict(num_ids=500, images_per_id=12, num_cameras=6, seed=1, style="b"),
 }

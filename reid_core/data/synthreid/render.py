@@ -30,13 +30,21 @@ def _panorama(cfg: SynthReIDConfig, camera: Camera) -> np.ndarray:
     if key not in _PANORAMAS:
         if len(_PANORAMAS) > 64:
             _PANORAMAS.clear()
-        _PANORAMAS[key] = background_panorama(camera, cfg.style, cfg.seed, cfg.height, cfg.width,
-                                              cfg.background_clutter)
+        _PANORAMAS[key] = background_panorama(
+            camera, cfg.style, cfg.seed, cfg.height, cfg.width, cfg.background_clutter
+        )
     return _PANORAMAS[key]
 
 
-def _draw_occluder(img: np.ndarray, spec: ImageSpec, cfg: SynthReIDConfig, cx: float, top: float,
-                   body_h: float, rng: np.random.Generator) -> np.ndarray:
+def _draw_occluder(
+    img: np.ndarray,
+    spec: ImageSpec,
+    cfg: SynthReIDConfig,
+    cx: float,
+    top: float,
+    body_h: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Draw the spec's occluder (a pole, a box, or a passer-by) in front of the person.
 
     Returns:
@@ -67,13 +75,21 @@ def _draw_occluder(img: np.ndarray, spec: ImageSpec, cfg: SynthReIDConfig, cx: f
         sign = 1.0 if d < 0.5 else -1.0
         view = VIEWS[int(4 * c) % 4]
         stranger = sample_pedestrian(np.random.default_rng([cfg.seed, 4, spec.index, 3]))
-        return draw_pedestrian(img, stranger, view, cx + sign * (0.45 + 0.3 * a) * W,
-                               top + (b - 0.5) * 0.1 * H, body_h * (0.95 + 0.15 * c), 2 * np.pi * a)
+        return draw_pedestrian(
+            img,
+            stranger,
+            view,
+            cx + sign * (0.45 + 0.3 * a) * W,
+            top + (b - 0.5) * 0.1 * H,
+            body_h * (0.95 + 0.15 * c),
+            2 * np.pi * a,
+        )
     return np.zeros((H, W), dtype=bool)
 
 
-def render_image(spec: ImageSpec, person: Pedestrian | None, camera: Camera,
-                 cfg: SynthReIDConfig) -> tuple[np.ndarray, np.ndarray]:
+def render_image(
+    spec: ImageSpec, person: Pedestrian | None, camera: Camera, cfg: SynthReIDConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of the world.
 
     Args:
@@ -125,8 +141,10 @@ def render_image(spec: ImageSpec, person: Pedestrian | None, camera: Camera,
         out = out.filter(ImageFilter.GaussianBlur(radius=camera.blur_sigma))
     low = camera.resolution_factor > 1.05
     if low:
-        out = out.resize((max(1, round(W / camera.resolution_factor)), max(1, round(H / camera.resolution_factor))),
-                         Image.Resampling.BILINEAR)
+        out = out.resize(
+            (max(1, round(W / camera.resolution_factor)), max(1, round(H / camera.resolution_factor))),
+            Image.Resampling.BILINEAR,
+        )
     arr = np.asarray(out, dtype=np.float32)  # (h, w, 3)
     noise = noise_rng.standard_normal(size=arr.shape, dtype=np.float32)  # (h, w, 3)
     arr += noise * np.float32(_NOISE_STD * cfg.noise) + np.float32(0.5)

@@ -45,8 +45,15 @@ STYLES: dict[str, SceneStyle] = {
         name="a",
         upper_colors=((0.78, 0.74, 0.68), (0.70, 0.70, 0.72), (0.82, 0.78, 0.70), (0.62, 0.60, 0.58)),
         lower_colors=((0.55, 0.50, 0.45), (0.62, 0.60, 0.58), (0.48, 0.44, 0.40), (0.70, 0.66, 0.60)),
-        block_colors=((0.72, 0.42, 0.38), (0.40, 0.52, 0.70), (0.80, 0.74, 0.50), (0.45, 0.60, 0.48),
-                      (0.60, 0.52, 0.66), (0.92, 0.92, 0.90), (0.42, 0.36, 0.32)),
+        block_colors=(
+            (0.72, 0.42, 0.38),
+            (0.40, 0.52, 0.70),
+            (0.80, 0.74, 0.50),
+            (0.45, 0.60, 0.48),
+            (0.60, 0.52, 0.66),
+            (0.92, 0.92, 0.90),
+            (0.42, 0.36, 0.32),
+        ),
         blocks_are_round=False,
         cast_bias=(0.04, 0.0, -0.05),
         cast_spread=0.15,
@@ -61,8 +68,14 @@ STYLES: dict[str, SceneStyle] = {
         name="b",
         upper_colors=((0.62, 0.72, 0.85), (0.70, 0.74, 0.78), (0.55, 0.62, 0.70), (0.80, 0.82, 0.85)),
         lower_colors=((0.30, 0.30, 0.32), (0.38, 0.37, 0.36), (0.26, 0.28, 0.27), (0.45, 0.44, 0.40)),
-        block_colors=((0.20, 0.42, 0.18), (0.30, 0.52, 0.22), (0.15, 0.32, 0.15), (0.55, 0.50, 0.40),
-                      (0.45, 0.40, 0.35), (0.25, 0.35, 0.20)),
+        block_colors=(
+            (0.20, 0.42, 0.18),
+            (0.30, 0.52, 0.22),
+            (0.15, 0.32, 0.15),
+            (0.55, 0.50, 0.40),
+            (0.45, 0.40, 0.35),
+            (0.25, 0.35, 0.20),
+        ),
         blocks_are_round=True,
         cast_bias=(-0.04, 0.0, 0.07),
         cast_spread=0.18,
@@ -131,23 +144,26 @@ def make_cameras(
             res = 1.0 + resolution_drop * (s.resolution_range[1] + 0.8 - 1.0)
         probs = np.full(len(VIEWS), 0.15)
         probs[views[i % len(VIEWS)]] = 0.55
-        cams.append(Camera(
-            index=i + 1,
-            gains=tuple(float(g) for g in gains),  # type: ignore[arg-type]
-            brightness=float(brightness),
-            contrast=float(contrast),
-            blur_sigma=float(sigma),
-            resolution_factor=float(res),
-            view_probs=tuple(float(p) for p in probs / probs.sum()),  # type: ignore[arg-type]
-            upper_color=s.upper_colors[int(rng.integers(len(s.upper_colors)))],
-            lower_color=s.lower_colors[int(rng.integers(len(s.lower_colors)))],
-            horizon=float(rng.uniform(0.45, 0.7)),
-        ))
+        cams.append(
+            Camera(
+                index=i + 1,
+                gains=tuple(float(g) for g in gains),  # type: ignore[arg-type]
+                brightness=float(brightness),
+                contrast=float(contrast),
+                blur_sigma=float(sigma),
+                resolution_factor=float(res),
+                view_probs=tuple(float(p) for p in probs / probs.sum()),  # type: ignore[arg-type]
+                upper_color=s.upper_colors[int(rng.integers(len(s.upper_colors)))],
+                lower_color=s.lower_colors[int(rng.integers(len(s.lower_colors)))],
+                horizon=float(rng.uniform(0.45, 0.7)),
+            )
+        )
     return cams
 
 
-def background_panorama(camera: Camera, style: str, seed: int, height: int, width: int,
-                        clutter: float = 1.0, span: int = 4) -> np.ndarray:
+def background_panorama(
+    camera: Camera, style: str, seed: int, height: int, width: int, clutter: float = 1.0, span: int = 4
+) -> np.ndarray:
     """The scene behind one camera, ``span`` image widths wide; images crop windows of it.
 
     Args:
@@ -171,8 +187,11 @@ def background_panorama(camera: Camera, style: str, seed: int, height: int, widt
     lower = np.asarray(camera.lower_color, np.float32)
     is_lower = ys >= camera.horizon  # (H, 1)
     # Walls fade with height; the floor gets lighter towards the camera.
-    img = np.where(is_lower[..., None], lower * (0.85 + 0.3 * (ys - camera.horizon))[..., None],
-                   upper * (1.0 - 0.15 * (camera.horizon - ys))[..., None])  # (H, 1, 3)
+    img = np.where(
+        is_lower[..., None],
+        lower * (0.85 + 0.3 * (ys - camera.horizon))[..., None],
+        upper * (1.0 - 0.15 * (camera.horizon - ys))[..., None],
+    )  # (H, 1, 3)
     img = np.broadcast_to(img, (height, pw, 3)).copy()  # (H, PW, 3)
     for _ in range(int(rng.integers(3, 7))):  # shop fronts (mall) or trees/cars (street)
         color = np.asarray(s.block_colors[int(rng.integers(len(s.block_colors)))], np.float32)
@@ -194,8 +213,9 @@ def background_panorama(camera: Camera, style: str, seed: int, height: int, widt
     coarse = rng.normal(0.0, 0.05, size=(height // 8 + 1, pw // 8 + 1)).astype(np.float32)
     tex = np.asarray(Image.fromarray(coarse, mode="F").resize((pw, height), Image.Resampling.BILINEAR))  # (H, PW)
     img = img * (1.0 + tex[..., None])
-    plain = np.where((ys >= 0.6)[..., None], np.asarray(s.lower_colors[0], np.float32),
-                     np.asarray(s.upper_colors[0], np.float32))  # (H, 1, 3)
+    plain = np.where(
+        (ys >= 0.6)[..., None], np.asarray(s.lower_colors[0], np.float32), np.asarray(s.upper_colors[0], np.float32)
+    )  # (H, 1, 3)
     img = clutter * img + (1.0 - clutter) * plain  # (H, PW, 3)
     img *= (1.0 - s.light_gradient * (ys - 0.5))[..., None]  # scene lighting direction
     return np.clip(img, 0.0, 1.0).astype(np.float32)

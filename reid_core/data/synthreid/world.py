@@ -115,7 +115,7 @@ class SynthReIDInfo:
         return self.root / SPLIT_DIRS["gallery"]
 
     @classmethod
-    def from_json(cls, root: str | os.PathLike, rendered: bool = False) -> "SynthReIDInfo":
+    def from_json(cls, root: str | os.PathLike, rendered: bool = False) -> SynthReIDInfo:
         """Read ``root/synthreid.json``.
 
         Raises:
@@ -127,9 +127,21 @@ class SynthReIDInfo:
             raise FileNotFoundError(f"{path} not found: not a SynthReID folder (render it with render_synthreid)")
         data = json.loads(path.read_text())
         c = data["counts"]
-        return cls(root, data["config"], c["train_ids"], c["test_ids"], c["train_images"], c["query_images"],
-                   c["gallery_images"], c["distractors"], c["junk"], data["identities"], data["families"],
-                   data["cameras"], rendered)
+        return cls(
+            root,
+            data["config"],
+            c["train_ids"],
+            c["test_ids"],
+            c["train_images"],
+            c["query_images"],
+            c["gallery_images"],
+            c["distractors"],
+            c["junk"],
+            data["identities"],
+            data["families"],
+            data["cameras"],
+            rendered,
+        )
 
 
 def _default_workers() -> int:
@@ -177,15 +189,27 @@ def _write_metadata(root: Path, plan: SynthReIDPlan, counts: dict[str, int]) -> 
     cfg = plan.config
     with open(root / IMAGES_FILE, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["split", "filename", "pid", "camera", "view", "shift_x", "shift_y", "scale",
-                    "occluder", "subject"])
+        w.writerow(["split", "filename", "pid", "camera", "view", "shift_x", "shift_y", "scale", "occluder", "subject"])
         for s in plan.images:
-            w.writerow([s.split, s.filename, s.pid, s.camera, s.view, f"{s.shift_x:.4f}",
-                        f"{s.shift_y:.4f}", f"{s.scale:.4f}", s.occluder, s.subject])
+            w.writerow(
+                [
+                    s.split,
+                    s.filename,
+                    s.pid,
+                    s.camera,
+                    s.view,
+                    f"{s.shift_x:.4f}",
+                    f"{s.shift_y:.4f}",
+                    f"{s.scale:.4f}",
+                    s.occluder,
+                    s.subject,
+                ]
+            )
     families: dict[int, dict[str, Any]] = {}
     for ident in plan.identities:
-        fam = families.setdefault(ident.member.family, {"family": ident.member.family, "split": ident.split,
-                                                         "base_pid": None, "pids": []})
+        fam = families.setdefault(
+            ident.member.family, {"family": ident.member.family, "split": ident.split, "base_pid": None, "pids": []}
+        )
         fam["pids"].append(ident.pid)
         if not ident.member.differs_from_base:
             fam["base_pid"] = ident.pid
@@ -197,9 +221,14 @@ def _write_metadata(root: Path, plan: SynthReIDPlan, counts: dict[str, int]) -> 
         "cameras": [asdict(c) for c in plan.cameras],
         "families": [families[k] for k in sorted(families)],
         "identities": [
-            {"pid": i.pid, "split": i.split, "family": i.member.family,
-             "differs_from_base": list(i.member.differs_from_base),
-             "local_part_only": i.member.local_part_only, "attributes": i.member.pedestrian.to_dict()}
+            {
+                "pid": i.pid,
+                "split": i.split,
+                "family": i.member.family,
+                "differs_from_base": list(i.member.differs_from_base),
+                "local_part_only": i.member.local_part_only,
+                "attributes": i.member.pedestrian.to_dict(),
+            }
             for i in plan.identities
         ],
     }
@@ -238,10 +267,13 @@ def _render(root: Path, cfg: SynthReIDConfig, workers: int | None, progress: boo
     bar.close()
     split_counts = {k: sum(1 for s in specs if s.split == k) for k in SPLIT_DIRS}
     counts = {
-        "train_ids": cfg.num_train_ids, "test_ids": cfg.num_test_ids,
-        "train_images": split_counts["train"], "query_images": split_counts["query"],
+        "train_ids": cfg.num_train_ids,
+        "test_ids": cfg.num_test_ids,
+        "train_images": split_counts["train"],
+        "query_images": split_counts["query"],
         "gallery_images": split_counts["gallery"],
-        "distractors": sum(1 for s in specs if s.pid == 0), "junk": sum(1 for s in specs if s.pid == -1),
+        "distractors": sum(1 for s in specs if s.pid == 0),
+        "junk": sum(1 for s in specs if s.pid == -1),
     }
     _write_metadata(root, plan, counts)
     return SynthReIDInfo.from_json(root, rendered=True)
@@ -300,13 +332,28 @@ def render_synthreid(
         FileExistsError: ``root`` holds split folders that SynthReID did not write.
     """
     cfg = SynthReIDConfig(
-        num_ids=num_ids, num_cameras=num_cameras, seed=seed, style=style, images_per_id=images_per_id,
-        train_fraction=train_fraction, height=height, width=width, misalignment=misalignment,
-        occlusion_prob=occlusion_prob, camera_shift=camera_shift, blur=blur, resolution_drop=resolution_drop,
-        viewpoint=viewpoint, noise=noise, background_clutter=background_clutter,
+        num_ids=num_ids,
+        num_cameras=num_cameras,
+        seed=seed,
+        style=style,
+        images_per_id=images_per_id,
+        train_fraction=train_fraction,
+        height=height,
+        width=width,
+        misalignment=misalignment,
+        occlusion_prob=occlusion_prob,
+        camera_shift=camera_shift,
+        blur=blur,
+        resolution_drop=resolution_drop,
+        viewpoint=viewpoint,
+        noise=noise,
+        background_clutter=background_clutter,
         lookalike_family_size=lookalike_family_size,
-        lookalike_max_diffs=lookalike_max_diffs, local_part_only_fraction=local_part_only_fraction,
-        num_distractors=num_distractors, num_junk=num_junk, jpeg_quality=jpeg_quality,
+        lookalike_max_diffs=lookalike_max_diffs,
+        local_part_only_fraction=local_part_only_fraction,
+        num_distractors=num_distractors,
+        num_junk=num_junk,
+        jpeg_quality=jpeg_quality,
     )
     return _render(Path(root), cfg, workers, progress)
 
@@ -321,8 +368,9 @@ def _is_complete(root: Path, data: dict[str, Any]) -> bool:
     return True
 
 
-def ensure_synthreid(root: str | os.PathLike, *, workers: int | None = None, progress: bool = True,
-                     **kwargs: Any) -> SynthReIDInfo:
+def ensure_synthreid(
+    root: str | os.PathLike, *, workers: int | None = None, progress: bool = True, **kwargs: Any
+) -> SynthReIDInfo:
     """Render SynthReID into ``root`` unless it already holds this exact world.
 
     It reuses the folder when ``root/synthreid.json`` records the same arguments (after
