@@ -66,3 +66,32 @@ def test_claims_table() -> None:
         "| 01_reid_basics | BNNeck raises rank-1 | +1.0 (Luo et al., Table 3) | rank-1 | +2.5 [+1.3, +3.7] | 3 |"
     )
     assert lines[2].endswith("| shown |")
+
+
+def test_claim_round_trips_through_json_and_files(tmp_path):
+    from reid_core.book import Claim, load_claims, write_claims
+
+    one = Claim.from_seeds("02_x", "margins help", "+1 (Tab. 1)", "mAP", [5.0, 6.0, 7.0], [4.0, 4.0, 4.0])
+    lone = Claim.from_seeds("03_y", "one seed", "-", "rank-1", [5.0], [4.0])
+    write_claims(tmp_path, "02_x", [one])
+    write_claims(tmp_path, "03_y", [lone])
+    assert load_claims(tmp_path) == [one, lone] or [c.to_json() for c in load_claims(tmp_path)] == [
+        one.to_json(),
+        lone.to_json(),
+    ]
+    assert load_claims(tmp_path)[1].verdict == "not shown"  # one seed: no interval
+    (tmp_path / "claims" / "bad.json").write_text('[{"claim": 1}]')
+    import pytest
+
+    with pytest.raises(ValueError, match="bad.json"):
+        load_claims(tmp_path)
+
+
+def test_arms_markdown_and_sentence():
+    from reid_core.book import Claim, arms_markdown, claim_sentence
+
+    table = arms_markdown({"a": [{"rank1": 10.0, "mAP": 5.0}, {"rank1": 12.0, "mAP": 7.0}]}, seeds=[0, 1])
+    # mean 11, sd sqrt(2), t(0.975,1) = 12.706 -> half width 12.706 * sqrt(2) / sqrt(2) = 12.7
+    assert "| a | 11.0 [-1.7, 23.7] | 6.0 [-6.7, 18.7] | 10.0, 12.0 | 5.0, 7.0 |" in table
+    claim = Claim.from_seeds("01", "B beats A", "-", "rank-1", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    assert claim_sentence(claim) == "*B beats A* (rank-1): +2.0 [-0.5, +4.5] points over 3 paired seeds: **not shown**."

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from reid_core.book.evidence import Claim, load_claims, write_claims
 from reid_core.book.paper_results import PAPER_RESULTS, paper_results_for
 from reid_core.book.results import RESULT_FIELDS, load_results, render_results_page, write_result
 from reid_core.engine.evaluate import metrics_from_cmc
@@ -72,11 +73,36 @@ def test_results_page_tables_runs_beside_papers(tmp_path):
         mAP=40.0,
     )
     page = render_results_page(load_results(tmp_path))
-    assert "| global only | synthreid | synth | 61.2 |" in page  # our run, formatted
+    assert "| global only | synthreid | synth | 1 | 61.2 |" in page  # our run, formatted (one run)
     for p in paper_results_for("alignedreid"):
         assert p.method in page
     assert "No runs yet" in page  # chapters without runs say so
-    assert page.count("## ") == 6  # one section per chapter, 01 to 06
+    assert "No claims measured yet" in page
+    assert page.count("\n## ") == 7  # the claims section, then one section per chapter, 01 to 06
+
+
+def test_results_page_gathers_seeds_and_claims(tmp_path):
+    for seed, (r1, m) in enumerate([(60.0, 40.0), (62.0, 41.0), (64.0, 42.0)]):
+        write_result(
+            tmp_path,
+            "01_reid_basics",
+            f"baseline_seed{seed}",
+            method="baseline",
+            dataset="s",
+            profile="synth",
+            rank1=r1,
+            mAP=m,
+            seed=seed,
+        )
+    # mean 62, sd 2, t(0.975, 2) = 4.3027 -> half width 4.3027 * 2 / sqrt(3) = 4.968
+    claims = [Claim.from_seeds("01_reid_basics", "BNNeck helps", "+2 (Table 2)", "rank-1", [3, 4, 5], [1, 1, 1])]
+    write_claims(tmp_path, "01_reid_basics", claims)
+    records = load_results(tmp_path)  # the claims folder is not a notebook's runs
+    assert len(records) == 3
+    page = render_results_page(records, claims=load_claims(tmp_path))
+    assert "| baseline | s | synth | 3 | 62.0 [57.0, 67.0] |" in page
+    assert "| 01_reid_basics | BNNeck helps | +2 (Table 2) | rank-1 | +3.0 [+0.5, +5.5] | 3 | shown |" in page
+    assert "Of 1 claims: 1 shown, 0 not shown, 0 reversed." in page
 
 
 def test_paper_results_lookup():

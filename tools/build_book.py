@@ -29,6 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # reid_core, also when run without installing it
 
+from reid_core.book.evidence import load_claims  # noqa: E402
 from reid_core.book.results import load_results, render_results_page  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -118,7 +119,7 @@ def build(stage: Path, results_dir: Path, out_dir: Path, runs: list[ChapterRun])
     page = stage / "book" / "generated" / "results.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(
-        render_results_page(load_results(results_dir))
+        render_results_page(load_results(results_dir), claims=load_claims(results_dir))
         + "\n\n"
         + RUN_TIMES_SECTION
         + "\n\n"

@@ -25,14 +25,33 @@ Chapters: all (each ends with its paper's claims), and the book's results page.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "Claim", "mean_interval", "paired_difference", "verdict", "claims_markdown"]
+__all__ = [
+    "CLAIMS_FOLDER",
+    "Interval",
+    "Claim",
+    "mean_interval",
+    "paired_difference",
+    "verdict",
+    "claims_markdown",
+    "claim_sentence",
+    "arms_markdown",
+    "write_claims",
+    "load_claims",
+]
+
+CLAIMS_FOLDER = "claims"
+"""``results_dir/claims/<notebook>.json``: each chapter's measured claims, gathered by the results page."""
 
 VERDICTS = ("shown", "not shown", "reversed")
 
@@ -138,6 +157,50 @@ class Claim:
     def verdict(self) -> str:
         return verdict(self.difference, self.expected_sign)
 
+    @classmethod
+    def from_seeds(
+        cls,
+        chapter: str,
+        claim: str,
+        paper: str,
+        metric: str,
+        method: Sequence[float],
+        control: Sequence[float],
+        expected_sign: int = 1,
+    ) -> Claim:
+        """The claim measured as ``method - control`` over paired seeds (same order in both)."""
+        return cls(chapter, claim, paper, metric, paired_difference(method, control), expected_sign)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (the interval's ends are ``None`` when there is no interval)."""
+        d = self.difference
+        ends = (None, None) if math.isnan(d.low) else (d.low, d.high)
+        return {
+            "chapter": self.chapter,
+            "claim": self.claim,
+            "paper": self.paper,
+            "metric": self.metric,
+            "difference": {"mean": d.mean, "low": ends[0], "high": ends[1], "n": d.n},
+            "expected_sign": self.expected_sign,
+            "verdict": self.verdict,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, object]) -> Claim:
+        """The inverse of :meth:`to_json`."""
+        d = record["difference"]
+        low = math.nan if d["low"] is None else float(d["low"])
+        high = math.nan if d["high"] is None else float(d["high"])
+        interval = Interval(float(d["mean"]), low, high, int(d["n"]))
+        return cls(
+            str(record["chapter"]),
+            str(record["claim"]),
+            str(record["paper"]),
+            str(record["metric"]),
+            interval,
+            int(record["expected_sign"]),
+        )
+
 
 def claims_markdown(claims: Sequence[Claim], with_chapter: bool = False) -> str:
     """The claims as a markdown table: claim, paper's figure, our difference with its interval, verdict."""
@@ -156,3 +219,75 @@ def claims_markdown(claims: Sequence[Claim], with_chapter: bool = False) -> str:
         row = ([c.chapter] if with_chapter else []) + [c.claim, c.paper, c.metric, text, str(diff.n), c.verdict]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _signed(interval: Interval) -> str:
+    if math.isnan(interval.low):
+        return f"{interval.mean:+.1f} (one seed, no interval)"
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+
+
+def claim_sentence(claim: Claim, unit: str = "points") -> str:
+    """One generated sentence stating a measured claim, for the chapter's prose.
+
+    Example: "*BNNeck raises rank-1*: +3.2 points [+1.1, +5.3] over 3 paired seeds: **shown**."
+    """
+    return (
+        f"*{claim.claim}* ({claim.metric}): {_signed(claim.difference)} {unit} over "
+        f"{claim.difference.n} paired seeds: **{claim.verdict}**."
+    )
+
+
+def arms_markdown(
+    per_arm: Mapping[str, Sequence[Mapping[str, float]]],
+    metrics: Sequence[str] = ("rank1", "mAP"),
+    labels: Mapping[str, str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> str:
+    """A markdown table: per arm, each metric's mean [95% CI] and its per-seed values.
+
+    Args:
+        per_arm: arm name -> one metrics dict per seed (the same seeds, in the same order, for every arm).
+        metrics: the keys to show (``labels`` names their columns; default the keys).
+        labels: column names for the metrics, e.g. ``{"rank1": "R1", "mAP": "mAP"}``.
+        seeds: the seeds, for the per-seed column's heading.
+    """
+    labels = dict(labels or {})
+    head = ["arm"] + [f"{labels.get(m, m)} mean [95% CI]" for m in metrics]
+    head += [f"{labels.get(m, m)} per seed" + (f" ({', '.join(map(str, seeds))})" if seeds else "") for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, runs in per_arm.items():
+        cells = [arm]
+        values = {m: [float(run[m]) for run in runs] for m in metrics}
+        cells += [str(mean_interval(values[m])) for m in metrics]
+        cells += [", ".join(f"{v:.1f}" for v in values[m]) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_claims(results_dir: str | os.PathLike[str], notebook: str, claims: Sequence[Claim]) -> Path:
+    """Write a chapter's claims atomically to ``results_dir/claims/<notebook>.json`` (the results page reads them)."""
+    out = Path(results_dir) / CLAIMS_FOLDER / f"{notebook}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps([c.to_json() for c in claims], indent=1)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{notebook}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def load_claims(results_dir: str | os.PathLike[str]) -> list[Claim]:
+    """Every chapter's claims from ``results_dir/claims/*.json``, in chapter order.
+
+    Raises:
+        ValueError: a file that is not a list of claims (names the file and the missing key).
+    """
+    claims: list[Claim] = []
+    for path in sorted((Path(results_dir) / CLAIMS_FOLDER).glob("*.json")):
+        try:
+            records = json.loads(path.read_text())
+            claims += [Claim.from_json(r) for r in records]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a list of claims as write_claims writes them ({error!r})") from error
+    return claims

@@ -38,13 +38,16 @@ from reid_core.losses import BaselineLoss
 from reid_core.models import BaselineNet, ResNetBackbone
 
 __all__ = [
-    "PRETRAIN_SEEDS",
-    "TRAIN_FRACTION",
-    "PretrainRecipe",
     "PRETRAIN_RECIPES",
+    "PRETRAIN_SEEDS",
+    "PretrainRecipe",
     "PretrainedBackbone",
+    "TRAIN_FRACTION",
     "ensure_pretrained_backbone",
     "load_pretrained_backbone",
+    "pretrained_cache_dir",
+    "pretrained_for_profile",
+    "provenance_summary",
 ]
 
 PRETRAIN_SEEDS = (1001, 1002)
@@ -66,6 +69,8 @@ class PretrainRecipe:
         epochs, lr, batch_size, num_instances, milestones, max_iters: the training recipe (Adam,
             step schedule, P x K batches).
         seed: the training seed.
+        precision: the trainer's precision (bf16 autocast by default: the CPU path the chapters use).
+        batch_augment: augment whole batches at once (:class:`~reid_core.data.BatchAugment`).
     """
 
     backbone: str = "resnet10"
@@ -82,6 +87,8 @@ class PretrainRecipe:
     milestones: tuple[float, ...] = (5,)
     max_iters: int | None = None
     seed: int = 0
+    precision: str = "bf16"
+    batch_augment: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.styles) <= len(PRETRAIN_SEEDS):
@@ -173,6 +180,8 @@ def _train(recipe: PretrainRecipe, data_root: Path, device: torch.device, progre
         num_instances=recipe.num_instances,
         preload=True,
         seed=recipe.seed,
+        batch_augment=recipe.batch_augment,
+        device=device,
     )
     torch.manual_seed(recipe.seed)
     model = BaselineNet(num_ids, backbone=recipe.backbone, pretrained=False, last_stride=1)
@@ -188,6 +197,7 @@ def _train(recipe: PretrainRecipe, data_root: Path, device: torch.device, progre
         max_iters_per_epoch=recipe.max_iters,
         seed=recipe.seed,
         progress=progress,
+        precision=recipe.precision,
     )
     history = Trainer(model, BaselineLoss(), loader, config, device=device).fit()
     return model, {"worlds": worlds, "identities": num_ids, "images": len(items), "final_epoch": history[-1]}
@@ -256,3 +266,51 @@ def load_pretrained_backbone(backbone: ResNetBackbone, weights: PretrainedBackbo
     if backbone.name != state.get("backbone"):
         raise ValueError(f"{weights.path} holds a {state.get('backbone')} backbone; the model's is {backbone.name}")
     backbone.load_state_dict(state["state_dict"])
+
+
+def pretrained_cache_dir(results_dir: str | os.PathLike[str]) -> Path:
+    """Where the book keeps pretrained backbones: ``<results_dir>/../checkpoints/pretrained``."""
+    return Path(results_dir).parent / "checkpoints" / "pretrained"
+
+
+def pretrained_for_profile(
+    profile: str,
+    data_root: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> PretrainedBackbone | None:
+    """The backbone a chapter's CPU profile starts from, pretrained once and cached; ``None`` for ``paper``.
+
+    The ``paper`` profile starts from ImageNet weights instead (``pretrained=True`` in the models).
+    ``make book`` builds the ``synth`` backbone before the notebooks run (``tools/render_data.py``),
+    so every chapter reuses one file.
+
+    Raises:
+        ValueError: a profile without a pretraining recipe (names the valid ones).
+    """
+    if profile == "paper":
+        return None
+    if profile not in PRETRAIN_RECIPES:
+        raise ValueError(f"no pretraining recipe for profile {profile!r}; valid: {sorted(PRETRAIN_RECIPES)} or 'paper'")
+    return ensure_pretrained_backbone(
+        pretrained_cache_dir(results_dir), PRETRAIN_RECIPES[profile], data_root, device=device, progress=progress
+    )
+
+
+def provenance_summary(weights: PretrainedBackbone | None) -> dict[str, Any]:
+    """What a results JSON records about the starting weights: the recipe, its fingerprint, the
+    file's SHA-256, the worlds' sizes and the pretraining time (or ImageNet / none)."""
+    if weights is None:
+        return {"source": "ImageNet (torchvision) or none, as the profile says"}
+    p = weights.provenance
+    return {
+        "source": "SynthReID pretraining (reid_core.book.pretrained)",
+        "file": p.get("file"),
+        "fingerprint": p.get("fingerprint"),
+        "sha256": p.get("sha256"),
+        "recipe": p.get("recipe"),
+        "identities": p.get("identities"),
+        "images": p.get("images"),
+        "train_seconds": p.get("train_seconds"),
+    }

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reid_core.book.evidence import CLAIMS_FOLDER, Claim, claims_markdown, load_claims, mean_interval
 from reid_core.book.paper_results import PAPER_RESULTS, PaperResult
 
 __all__ = ["RESULT_FIELDS", "write_result", "load_results", "render_results_page"]
@@ -112,6 +113,8 @@ def load_results(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read every ``results_dir/*/*.json``; a file missing a field raises naming the file."""
     records = []
     for path in sorted(Path(results_dir).glob("*/*.json")):
+        if path.parent.name == CLAIMS_FOLDER:  # the chapters' claims, read by load_claims
+            continue
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -138,19 +141,58 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_results_page(records: list[dict[str, Any]], papers: Iterable[PaperResult] = PAPER_RESULTS) -> str:
-    """The results page (MyST markdown): per chapter, our runs and then the papers' numbers."""
-    papers = list(papers)
+def _group_runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records of one method on one dataset and profile (its seeds), in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        key = (r["method"], r["dataset"], r.get("test_dataset"), r["profile"], str(r["device"]))
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def _mean_cell(runs: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in runs if r.get(key) is not None and not math.isnan(r[key])]
+    if not values:
+        return "–"
+    return str(mean_interval(values)) if len(values) > 1 else _fmt(float(values[0]))
+
+
+def render_results_page(
+    records: list[dict[str, Any]], papers: Iterable[PaperResult] = PAPER_RESULTS, claims: Iterable[Claim] = ()
+) -> str:
+    """The results page (MyST markdown): the book-wide claims table, then per chapter our runs
+    (the seeds of one method gathered: mean [95% CI]) and the papers' numbers."""
+    papers, claims = list(papers), list(claims)
     out = [
         "# Results",
         "",
         "Every table below is generated from the results JSON files that the notebooks write "
-        "(`results/<notebook>/<run>.json`), by `python -m reid_core.book.results`. Our runs come first; "
-        "the papers' own numbers (kept in `reid_core/paper_results.py`) follow, with their sources. "
+        "(`results/<notebook>/<run>.json`, and `results/claims/<notebook>.json` for the claims), by "
+        "`python -m reid_core.book.results`. Our runs come first; the papers' own numbers (kept in "
+        "`reid_core/book/paper_results.py`) follow, with their sources. "
         "Runs on SynthReID are not comparable in absolute value with the papers' real datasets: "
         "compare the *differences* between methods.",
         "",
+        "## The book's reality check: every paper claim, measured",
+        "",
     ]
+    if claims:
+        counts = {v: sum(c.verdict == v for c in claims) for v in ("shown", "not shown", "reversed")}
+        out += [
+            "Each row is one claim of a paper, measured in its chapter as the paired difference between the "
+            "method and its control over the same seeds, with Student's t 95% interval; the verdict is read "
+            "from the interval (**shown**: it lies on the paper's side of 0; **reversed**: on the other side; "
+            "**not shown**: it holds 0). A claim not shown is a finding about this regime (small networks on "
+            "SynthReID, a CPU budget), not a verdict on the paper.",
+            "",
+            f"Of {len(claims)} claims: {counts['shown']} shown, {counts['not shown']} not shown, "
+            f"{counts['reversed']} reversed.",
+            "",
+            claims_markdown(claims, with_chapter=True),
+            "",
+        ]
+    else:
+        out += ["No claims measured yet: run the notebooks (see the README).", ""]
     for stem, (title, work) in CHAPTERS.items():
         ours = [r for r in records if r["notebook"] == stem]
         theirs = [p for p in papers if p.work == work]
@@ -158,22 +200,22 @@ def render_results_page(records: list[dict[str, Any]], papers: Iterable[PaperRes
         if ours:
             rows = [
                 [
-                    r["method"],
-                    r["dataset"] + (f" → {r['test_dataset']}" if r.get("test_dataset") else ""),
-                    r["profile"],
-                    _fmt(r["rank1"]),
-                    _fmt(r["rank5"]),
-                    _fmt(r["rank10"]),
-                    _fmt(r["mAP"]),
-                    _fmt(r["train_seconds"], 0),
-                    str(r["device"]),
+                    runs[0]["method"],
+                    runs[0]["dataset"] + (f" → {runs[0]['test_dataset']}" if runs[0].get("test_dataset") else ""),
+                    runs[0]["profile"],
+                    str(len(runs)),
+                    _mean_cell(runs, "rank1"),
+                    _mean_cell(runs, "rank5"),
+                    _mean_cell(runs, "mAP"),
+                    _fmt(sum(float(r["train_seconds"]) for r in runs) / len(runs), 0),
+                    str(runs[0]["device"]),
                 ]
-                for r in ours
+                for runs in _group_runs(ours)
             ]
             out += [
-                "Our runs:",
+                "Our runs (several seeds of one method: mean [95% CI]):",
                 "",
-                _table(["method", "dataset", "profile", "R1", "R5", "R10", "mAP", "train s", "device"], rows),
+                _table(["method", "dataset", "profile", "runs", "R1", "R5", "mAP", "train s (mean)", "device"], rows),
                 "",
             ]
         else:
@@ -205,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--out", default="book/generated/results.md")
     args = parser.parse_args(argv)
-    page = render_results_page(load_results(args.results_dir))
+    page = render_results_page(load_results(args.results_dir), claims=load_claims(args.results_dir))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page + "\n")

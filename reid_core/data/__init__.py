@@ -47,6 +47,7 @@ from reid_core.data.transforms import (
     build_transforms,
     denormalize,
 )
+from reid_core.data.validation import ValidationSplit, carve_validation
 
 __all__ = [
     "AugmentParams",
@@ -78,8 +79,10 @@ __all__ = [
     "SynthReID",
     "SynthReIDConfig",
     "SynthReIDInfo",
+    "ValidationSplit",
     "build_dataset",
     "build_transforms",
+    "carve_validation",
     "denormalize",
     "drop_junk",
     "ensure_synthreid",
