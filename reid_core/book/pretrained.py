@@ -163,7 +163,11 @@ def _train(recipe: PretrainRecipe, data_root: Path, device: torch.device, progre
     items: list[tuple[str, int, int]] = []
     worlds = []
     for world in recipe.worlds():
-        root = data_root / "synthreid" / f"pretrain_{world['style']}_{world['seed']}"
+        root = (
+            data_root
+            / "synthreid"
+            / f"pretrain_{world['style']}_{world['seed']}_{world['num_ids']}x{world['images_per_id']}"
+        )
         ensure_synthreid(root, progress=progress, **world)
         train = SynthReID(root, verbose=False).train
         offset = 1 + max((pid for _, pid, _ in items), default=-1)
