@@ -42,6 +42,7 @@ FACADES = [
     "evaluation",
     "engine",
     "book",
+    "chapters.basics",
     "chapters.metric_learning",
     "chapters.alignedreid",
     "chapters.ensemblenet",

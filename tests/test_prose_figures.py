@@ -23,6 +23,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[1
 
 # A figure that reads as a measurement: 30.0, 34.1%, 12%, "3 points".
 FIGURE = re.compile(r"(?<![\w.])(\d+\.\d+|\d+(?=\s*%)|\d+(?:\.\d+)?(?=\s*(?:points?|pp)\b))")
+# The coverage of an interval ("95% interval", "95% CI") is a setting of the method, not a result.
+INTERVAL_LEVEL = re.compile(r"\s*%\s*(?:confidence|interval|CI)\b")
 # What is not prose: display and inline math, inline code, roles such as {cite}`key`, links' targets.
 NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\]\([^)]*\)", re.DOTALL)
 
@@ -68,6 +70,8 @@ def typed_figures(path: Path) -> list[str]:
             figure = match.group(1)
             if figure in code_numbers or float(figure) in papers:
                 continue
+            if INTERVAL_LEVEL.match(clean, match.end()):  # "95% interval": a setting, not a result
+                continue
             found.append(f"line {number}: {figure} in {original.strip()!r}")
     return found
 
@@ -86,6 +90,7 @@ def test_the_check_finds_a_typed_figure(tmp_path):
     page.write_text(
         "# %% [markdown]\n"
         "# The baseline reaches 30.0 rank-1 here, 4 points above the histogram; $x = 0.5$ is math.\n"
+        "# Means come with a 95% interval.\n"
         "# BoT reaches 94.1 {cite}`luo2019bag`.\n"
         "# %%\n"
         "margin = 0.3\n"

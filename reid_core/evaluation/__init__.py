@@ -16,6 +16,7 @@ from reid_core.evaluation.calibration import (
     same_person_threshold,
     threshold_at_fpr,
 )
+from reid_core.evaluation.chance import chance_cmc
 from reid_core.evaluation.distance import (
     METRICS,
     available_memory_bytes,
@@ -74,6 +75,7 @@ __all__ = [
     "available_memory_bytes",
     "build_index",
     "calibrate_threshold",
+    "chance_cmc",
     "check_memory",
     "check_protocol",
     "compute_distance_matrix",
