@@ -36,7 +36,6 @@ CANDIDATES = (
     ("4 epochs, lr 1e-3", {"epochs": 4, "lr": 1e-3, "milestones": (3,)}),
     ("8 epochs, lr 1e-3", {"epochs": 8, "lr": 1e-3, "milestones": (6,)}),
     ("8 epochs, lr 3.5e-4", {"epochs": 8, "lr": 3.5e-4, "milestones": (6,)}),
-    ("12 epochs, lr 1e-3", {"epochs": 12, "lr": 1e-3, "milestones": (9,)}),
 )
 RULE = (
     "highest mean validation mAP; a candidate with fewer epochs whose mean is within one standard "
