@@ -189,6 +189,11 @@ PROFILES = {
     ),
 }
 cfg = select_profile(PROFILES, profile, overrides)  # unknown names stop the run here
+if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) < len(seeds):
+    raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds!r}")
+unknown_arms = sorted(set(cfg["arms"]) - set(ALL_ARMS)) + sorted(set(cfg["control_arms"]) - set(ALL_ARMS))
+if unknown_arms:
+    raise ValueError(f"unknown arms {unknown_arms}; valid: {ALL_ARMS}")
 cfg
 
 # %% [markdown]
@@ -669,9 +674,9 @@ if "members3" in cfg["arms"]:
     )
 
 # %% [markdown]
-# Accuracy against the number of branches: the mean over seeds with its 95% interval, the
-# control world beside it, and the equal-compute ensemble of three separate networks as a
-# dashed line at x = 3.
+# Accuracy against the number of branches: the mean over seeds with its 95% interval (error
+# bars), the control world's B=1 and B=3 (dotted), and, as dashed horizontal lines to compare
+# with B=3, the equal-compute ensemble of three separate networks and the three global branches.
 
 
 # %%
@@ -683,18 +688,10 @@ def mean_and_ci(values):
 branch_arms = [a for a in ("b1", "b2", "b3") if a in cfg["arms"]]
 branch_counts = [len(ARMS[a].stripes) for a in branch_arms]
 curves, intervals = {}, {}
-for name, world, key in [
-    ("R1", "main", "rank1"),
-    ("mAP", "main", "mAP"),
-    ("R1, local-part ids", "main", "rank1_local"),
-    ("R1, control world", "control", "rank1"),
-]:
-    if world not in worlds or (key == "rank1_local" and info is None):
+for name, key in [("R1", "rank1"), ("mAP", "mAP"), ("R1, local-part ids", "rank1_local")]:
+    if key == "rank1_local" and info is None:
         continue
-    arms_here = [a for a in branch_arms if (world, a, seeds[0]) in results]
-    if len(arms_here) != len(branch_arms):
-        continue
-    pairs = [mean_and_ci(per_seed(world, a, key)) for a in arms_here]
+    pairs = [mean_and_ci(per_seed("main", a, key)) for a in branch_arms]
     curves[name] = [m for m, _ in pairs]
     intervals[name] = [ci for _, ci in pairs]
 references = {}
@@ -703,7 +700,32 @@ if "members3" in cfg["arms"]:
 if "b3_global" in cfg["arms"]:
     references["3 global branches, R1"] = mean_interval(per_seed("main", "b3_global", "rank1")).mean
 fig = plot_branch_curve(branch_counts, curves, references=references, intervals=intervals)
+control_branch_arms = [a for a in branch_arms if "control" in worlds and a in cfg["control_arms"]]
+control_r1 = [mean_interval(per_seed("control", a, "rank1")).mean for a in control_branch_arms]
+if control_branch_arms:
+    ax = fig.axes[0]
+    ax.plot(
+        [len(ARMS[a].stripes) for a in control_branch_arms], control_r1, "s:", color="0.2", label="R1, control world"
+    )
+    ax.legend(fontsize=7)
 plt.show()
+if "R1" in curves:
+    steps = np.diff(curves["R1"])
+    shape = (
+        "rises at every step"
+        if (steps > 0).all()
+        else ("falls at every step" if (steps < 0).all() else "is not monotone")
+    )
+    words = [f"Mean rank-1 {shape} from B={branch_counts[0]} to B={branch_counts[-1]}: "]
+    words.append(", ".join(f"B={b}: {v:.1f}" for b, v in zip(branch_counts, curves["R1"])) + ".")
+    if control_branch_arms:
+        words.append(
+            " In the control world: "
+            + ", ".join(f"B={len(ARMS[a].stripes)}: {v:.1f}" for a, v in zip(control_branch_arms, control_r1))
+            + "."
+        )
+    words.append(" Whether a step is larger than the seeds' spread is what the claims table below decides.")
+    display(Markdown("".join(words)))
 
 # %% [markdown]
 # Training curves of seed 0. The loss is shown *per part* (the summed loss divided by the
@@ -752,13 +774,25 @@ if b3_runs:
     fig.axes[0].legend(fontsize=8)
     plt.show()
     best = int(np.argmax(series["all queries"]))
-    display(
-        Markdown(
-            f"The best single feature is `{part_labels[best]}` at R1 {series['all queries'][best]:.1f} (mean over "
-            f"{len(b3_runs)} seeds); the whole ensemble feature reaches {ensemble_r1:.1f}, "
-            f"{ensemble_r1 - series['all queries'][best]:+.1f} points over it."
-        )
+    text = (
+        f"The best single feature is `{part_labels[best]}` at R1 {series['all queries'][best]:.1f} (mean over "
+        f"{len(b3_runs)} seeds); the whole ensemble feature reaches {ensemble_r1:.1f}, "
+        f"{ensemble_r1 - series['all queries'][best]:+.1f} points over it."
     )
+    if "local-part ids" in series and {"b1p1", "b3p3"} <= set(part_labels):
+        g, bottom = part_labels.index("b1p1"), part_labels.index("b3p3")
+        rel_global = series["local-part ids"][g] - series["all queries"][g]
+        rel_bottom = series["local-part ids"][bottom] - series["all queries"][bottom]
+        text += (
+            f" On the local-part identities, relative to all queries, the global feature `b1p1` moves "
+            f"{rel_global:+.1f} points and the bottom stripe `b3p3` {rel_bottom:+.1f}: "
+            + (
+                "the bottom stripe holds up better where the difference is in the shoes or hem."
+                if rel_bottom > rel_global
+                else "the bottom stripe does not hold up better there than the global feature."
+            )
+        )
+    display(Markdown(text))
 
 # %% [markdown]
 # ## What each branch looks at
