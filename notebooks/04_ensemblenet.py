@@ -785,7 +785,8 @@ if b3_runs:
         rel_bottom = series["local-part ids"][bottom] - series["all queries"][bottom]
         text += (
             f" On the local-part identities, relative to all queries, the global feature `b1p1` moves "
-            f"{rel_global:+.1f} points and the bottom stripe `b3p3` {rel_bottom:+.1f}: "
+            f"{rel_global:+.1f} points and the bottom stripe `b3p3` {rel_bottom:+.1f} (means over seeds, without "
+            "an interval: a description of this run, not a claim): "
             + (
                 "the bottom stripe holds up better where the difference is in the shoes or hem."
                 if rel_bottom > rel_global
