@@ -222,3 +222,93 @@ def test_figures_draw(net3: EnsembleNet) -> None:
     assert len(fig.axes) == 2 * (1 + 3)
     # branch 3's two stripe borders are drawn on its panel
     assert len(fig.axes[3].lines) == 2
+
+
+# ------------------------------------------------------------------------ the chapter's runs
+def test_slices_follow_custom_stripes() -> None:
+    parts = part_feature_slices(3, DIM, stripes=(1, 1, 1))
+    assert [s.label for s in parts] == ["b1p1", "b2p1", "b3p1"]
+    branches = branch_feature_slices(3, DIM, stripes=(1, 1, 1))
+    assert [(s.columns.start, s.columns.stop) for s in branches] == [(0, DIM), (DIM, 2 * DIM), (2 * DIM, 3 * DIM)]
+    with pytest.raises(ValueError, match="stripes"):
+        part_feature_slices(2, DIM, stripes=(1,))
+
+
+def test_forward_macs_hand_worked() -> None:
+    from reid_core.chapters.ensemblenet.experiment import forward_macs
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, kernel_size=3, padding=1)  # 4x2 output: 8 positions x 4 channels x 27
+            self.fc = nn.Linear(32, 5)  # 32 x 5
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).flatten(1))
+
+    model = Tiny().train()
+    assert forward_macs(model, 4, 2) == 8 * 4 * 27 + 32 * 5
+    assert model.training  # the mode is restored
+
+
+@pytest.fixture(scope="module")
+def run_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from reid_core.data import render_synthreid
+
+    root = tmp_path_factory.mktemp("ensemblenet_runs") / "world"
+    render_synthreid(root, num_ids=12, images_per_id=4, num_cameras=2, seed=0, lookalike_family_size=2, progress=False)
+    return {"synthreid_root": str(root)}
+
+
+RECIPE = dict(
+    backbone="resnet10",
+    imagenet=False,
+    height=32,
+    width=16,
+    reduction_dim=8,
+    reduction_relu=False,
+    trunk_end="layer3",
+    epochs=1,
+    max_iters_per_epoch=2,
+    ids_per_batch=2,
+    num_instances=2,
+    optimizer="adam",
+    lr=1e-3,
+    weight_decay=5e-4,
+    scheduler="constant",
+    milestones=(),
+    warmup_epochs=0.0,
+    random_erasing_p=0.0,
+    flip_test=False,
+    precision="bf16",
+    batch_augment=True,
+    preload=True,
+)
+KEYS = ("rank1", "mAP", "rank1_local", "mAP_local", "parameters", "feat_dim", "macs")
+
+
+@pytest.mark.parametrize("arm", ["b3", "members3"])
+def test_a_run_repeats_exactly_with_its_seed(run_world: dict, arm: str) -> None:
+    from reid_core.chapters.ensemblenet import train_and_evaluate
+
+    torch.set_num_threads(1)
+    first = train_and_evaluate(arm, 0, data=run_world, recipe=RECIPE)
+    again = train_and_evaluate(arm, 0, data=run_world, recipe=RECIPE)
+    assert {k: first[k] for k in KEYS} == {k: again[k] for k in KEYS}
+    assert first["history"][-1]["id"] == again["history"][-1]["id"]
+    other = train_and_evaluate(arm, 1, data=run_world, recipe=RECIPE)
+    assert other["history"][-1]["id"] != first["history"][-1]["id"]  # another seed: other batches, other heads
+    if arm == "members3":
+        assert len(first["members"]) == 3 and first["feat_dim"] == 3 * RECIPE["reduction_dim"]
+        # each member trains a third of the 3-branch network's compute per epoch
+        expected = max(1, round(RECIPE["max_iters_per_epoch"] * first["matched_macs"] / first["macs"]))
+        assert first["member_iters_per_epoch"] == expected
+    else:
+        assert [p["label"] for p in first["part_rank1"]][:6] == ["b1p1", "b2p1", "b2p2", "b3p1", "b3p2", "b3p3"]
+
+
+def test_unknown_arm_is_named(run_world: dict) -> None:
+    from reid_core.chapters.ensemblenet import train_and_evaluate
+
+    with pytest.raises(ValueError, match="unknown arm 'b9'"):
+        train_and_evaluate("b9", 0, data=run_world, recipe=RECIPE)

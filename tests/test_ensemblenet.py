@@ -206,3 +206,55 @@ def test_reduction_relu_option(images: torch.Tensor, relu: bool) -> None:
     torch.testing.assert_close(out.parts[0], expected, rtol=1e-4, atol=1e-5)
     assert (bn < 0).any()  # so the two settings really differ on this input
     assert len(head.reduce) == (3 if relu else 2)
+
+
+# ------------------------------------------------- the chapter's options: split, ready backbone, stripes
+def test_layer3_split_gives_each_branch_the_whole_last_stage() -> None:
+    torch.manual_seed(0)
+    net = EnsembleNet(NUM_CLASSES, num_branches=2, backbone="resnet10", reduction_dim=DIM, trunk_end="layer3")
+    assert "res_conv5_1" not in dict(net.trunk.named_children())
+    assert all(len(branch) == 1 for branch in net.branches)  # ResNet-10: one BasicBlock in layer4
+    out = net.eval()(torch.randn(2, 3, 64, 32))
+    assert out.feat.shape == (2, DIM * 3)
+
+
+def test_resnet10_cannot_split_after_res_conv5_1() -> None:
+    with pytest.raises(ValueError, match="trunk_end='layer3'"):
+        EnsembleNet(NUM_CLASSES, num_branches=2, backbone="resnet10")
+    with pytest.raises(ValueError, match="trunk_end"):
+        EnsembleNet(NUM_CLASSES, num_branches=2, backbone="resnet10", trunk_end="layer2")
+
+
+def test_a_ready_backbone_is_taken_over_and_every_branch_copies_its_last_stage() -> None:
+    from reid_core.models import build_backbone
+
+    torch.manual_seed(1)
+    backbone = build_backbone("resnet10", last_stride=1)  # stands for one loaded with pretrained weights
+    net = EnsembleNet(NUM_CLASSES, num_branches=3, backbone=backbone, reduction_dim=DIM, trunk_end="layer3")
+    assert net.trunk.layer3 is backbone.layer3  # the trunk is the backbone's own layers
+    reference = backbone.layer4.state_dict()
+    for branch in net.branches:
+        assert branch is not backbone.layer4
+        for name, value in branch.state_dict().items():
+            assert torch.equal(value, reference[name]), name  # every branch starts from the same weights
+    with pytest.raises(ValueError, match="backbone name"):
+        EnsembleNet(NUM_CLASSES, backbone=build_backbone("resnet18"), pretrained=True)
+    with pytest.raises(ValueError, match="last stride 1"):
+        EnsembleNet(NUM_CLASSES, backbone=build_backbone("resnet18", last_stride=2))
+
+
+def test_global_branches_pool_the_whole_map(images: torch.Tensor) -> None:
+    net = _net(3, stripes=(1, 1, 1)).eval()
+    assert net.num_parts == 3 and net.feat_dim == 3 * DIM
+    with torch.no_grad():
+        maps = net.forward_features(images)
+        out = net.forward_head(maps)
+        for fmap, heads, part in zip(maps, net.heads, out.parts):
+            expected, _ = heads[0](fmap.mean(dim=(2, 3), keepdim=True))
+            torch.testing.assert_close(part, expected)
+    acts = part_activation_maps(net, images)
+    assert [len(a.part_rows) for a in acts] == [1, 1, 1]
+    with pytest.raises(ValueError, match="one count per branch"):
+        _net(2, stripes=(1, 2, 3))
+    with pytest.raises(ValueError, match="stripes"):
+        _net(2, stripes=(1, 0))

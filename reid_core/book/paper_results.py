@@ -206,7 +206,9 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         reranked=True,
         source="AlignedReID-Re-Production-Pytorch README",
     ),
-    # --- EnsembleNet: the paper's tables could not be read
+    # --- EnsembleNet: the paper's tables could not be read (searched again for the evidence rewrite:
+    # the stored copy of the public full text on dokumen.tips ends after the abstract and the start
+    # of the introduction; arXiv listings and topic pages give the abstract only)
     PaperResult(
         "ensemblenet",
         "EnsembleNet, 3 branches",
@@ -215,7 +217,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         None,
         None,
         source="Wang et al. 2019 (arXiv 1901.05798)",
-        note="numbers not found in the sources we could read",
+        note="numbers not found: the reachable copies (arXiv abstract, a full-text copy on dokumen.tips "
+        "stored only up to the introduction) hold no table",
     ),
     # --- Graph Sampling / QAConv-GS 2.1 (direct cross-dataset)
     PaperResult(

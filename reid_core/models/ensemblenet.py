@@ -23,11 +23,23 @@ training loss is the sum of the per-part cross-entropies
 and the test ("ensemble") feature concatenates every part feature:
 :math:`d \cdot B(B+1)/2` dimensions (1536 for the paper's three branches).
 
-What the available sources confirm: ResNet-50, the split after ``res_conv5_1``, branch b pooled
-into b stripes, 256-d reduction, one softmax per part, concatenated test feature. What they do
-not confirm, and this module chooses: BN + ReLU after the reduction conv, last stride 1 (so a
-256x128 input gives a 16x8 map, enough rows for the stripes), no triplet loss. See
-``notebooks/04_ensemblenet.py`` for the chapter.
+What the paper's abstract states: a ResNet-50 divided into several end-to-end branches whose
+features are concatenated into the ensemble feature. What secondary summaries of the paper add
+(a topic page and paper notes; the full text could not be read): the split after
+``res_conv5_1``, branch b pooled into b stripes, 256-d reduction, one softmax per part. What no
+source confirms, and this module chooses: BN (+ optional ReLU) after the reduction conv, last
+stride 1 (so a 256x128 input gives a 16x8 map, enough rows for the stripes), no triplet loss.
+
+Two options serve the chapter's controls and its small CPU backbone:
+
+* ``trunk_end="layer3"`` ends the shared trunk before the last stage, so every branch owns a full
+  copy of ``layer4``. ResNet-10 has one block per stage, so this is the only split it allows.
+* ``stripes`` gives each branch's number of stripes (default ``(1, 2, ..., B)``); ``(1, 1, 1)``
+  is three globally pooled branches: shared trunk and separate copies, but no stripes.
+
+``backbone`` may also be a ready :class:`~reid_core.models.backbone.ResNetBackbone` (for example
+one loaded with pretrained weights): the trunk takes its layers and every branch starts from a
+copy of its last-stage weights. See ``notebooks/04_ensemblenet.py`` for the chapter.
 
 Example:
     >>> net = EnsembleNet(num_classes=10, num_branches=3, backbone="resnet18", reduction_dim=64)
@@ -41,13 +53,14 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reid_core.models.backbone import build_backbone
+from reid_core.models.backbone import ResNetBackbone, build_backbone
 from reid_core.models.outputs import ReIDOutput
 from reid_core.modes import eval_mode
 
@@ -62,6 +75,8 @@ __all__ = [
 ]
 
 MAX_BRANCHES = 8
+TRUNK_ENDS = ("res_conv5_1", "layer3")
+"""Where the shared trunk may end: after the first block of the last stage (the paper), or before that stage."""
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -129,26 +144,34 @@ class PartHead(nn.Module):
 
 
 class EnsembleNet(nn.Module):
-    """A shared ResNet trunk up to ``res_conv5_1`` and ``num_branches`` part-pooled branches.
+    """A shared ResNet trunk and ``num_branches`` part-pooled branches.
 
     Args:
         num_classes: number of training identities C.
-        num_branches: B, from 1 to :data:`MAX_BRANCHES`; branch b (1-based) has b stripes.
-        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
-        reduction_dim: d, channels of each part feature (256 in the paper).
-        pretrained: start from ImageNet weights; every branch starts from the same copy of them.
-        reduction_relu: end each part's reduction with a ReLU (default, as MGN's heads do; the
-            EnsembleNet sources do not say). Without it, networks trained from scratch for a
-            few epochs learn much faster (see chapter 4).
+        num_branches: B, from 1 to :data:`MAX_BRANCHES`.
+        backbone: a backbone name (``"resnet10"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``,
+            ``"resnet101"``), or a ready :class:`~reid_core.models.backbone.ResNetBackbone`
+            (e.g. loaded with pretrained weights; its modules are taken over, with last stride 1).
+        reduction_dim: d, channels of each part feature (256 in the paper's reading).
+        pretrained: start from ImageNet weights (only with a backbone name); every branch starts
+            from the same copy of them.
+        reduction_relu: end each part's reduction with a ReLU (as MGN's heads do; the
+            EnsembleNet sources do not say).
+        trunk_end: ``"res_conv5_1"`` (the paper: the trunk ends with the first block of the last
+            stage, each branch owns the rest of it) or ``"layer3"`` (each branch owns a full copy
+            of the last stage; the only choice for ResNet-10, whose stages have one block).
+        stripes: the number of stripes of each branch, B positive ints; default ``(1, 2, ..., B)``
+            (branch b pools into b stripes). ``(1,) * B`` gives B globally pooled branches.
 
     Attributes:
-        trunk: stem, layer1..layer3 and the first block of layer4 (stride 1), shared.
+        trunk: the shared layers (stem, layer1..layer3, and ``res_conv5_1`` unless ``trunk_end="layer3"``).
         branches: B deep copies of the rest of layer4.
-        heads: for branch b, a list of b :class:`PartHead`.
+        heads: for branch b, a list of ``stripes[b-1]`` :class:`PartHead`.
+        stripes: the stripes per branch, a tuple of B ints.
 
     ``forward`` returns, in train and eval mode alike, a :class:`ReIDOutput` with
-        ``feat`` (N, d * B(B+1)/2): the concatenated part features (the ensemble feature);
-        ``parts``: the B(B+1)/2 part features, each (N, d), branch-major, top stripe first;
+        ``feat`` (N, d * sum(stripes)): the concatenated part features (the ensemble feature);
+        ``parts``: the sum(stripes) part features, each (N, d), branch-major, top stripe first;
         ``logits``: the per-part logits, each (N, C), in the same order.
     Batches of one image cannot be run in train mode (the BN layers need two samples).
     """
@@ -157,10 +180,12 @@ class EnsembleNet(nn.Module):
         self,
         num_classes: int,
         num_branches: int = 3,
-        backbone: str = "resnet50",
+        backbone: str | ResNetBackbone = "resnet50",
         reduction_dim: int = 256,
         pretrained: bool = False,
         reduction_relu: bool = True,
+        trunk_end: str = "res_conv5_1",
+        stripes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         _check_positive_int("num_classes", num_classes)
@@ -168,41 +193,55 @@ class EnsembleNet(nn.Module):
         valid_int = isinstance(num_branches, int) and not isinstance(num_branches, bool)
         if not valid_int or not 1 <= num_branches <= MAX_BRANCHES:
             raise ValueError(f"num_branches must be an int from 1 to {MAX_BRANCHES}, got {num_branches!r}")
-        net = build_backbone(backbone, pretrained=pretrained, last_stride=1)
-        if len(net.layer4) < 2:
+        if trunk_end not in TRUNK_ENDS:
+            raise ValueError(f"trunk_end must be one of {TRUNK_ENDS}, got {trunk_end!r}")
+        stripes = tuple(range(1, num_branches + 1)) if stripes is None else tuple(stripes)
+        if len(stripes) != num_branches:
+            raise ValueError(f"stripes must give one count per branch ({num_branches}), got {stripes!r}")
+        for count in stripes:
+            _check_positive_int("every entry of stripes", count)
+        if isinstance(backbone, ResNetBackbone):
+            if pretrained:
+                raise ValueError("pretrained=True needs a backbone name; a ready ResNetBackbone brings its own weights")
+            net = backbone
+        else:
+            net = build_backbone(backbone, pretrained=pretrained, last_stride=1)
+        stage4_stride = net.layer4[0].downsample[0].stride if net.layer4[0].downsample is not None else (1, 1)
+        if tuple(stage4_stride) != (1, 1):
+            raise ValueError("EnsembleNet needs a backbone with last stride 1 (build it with last_stride=1)")
+        if trunk_end == "res_conv5_1" and len(net.layer4) < 2:
             raise ValueError(
-                f"EnsembleNet needs a backbone whose last stage has at least two blocks (the trunk ends with "
-                f"res_conv5_1, each branch owns the rest of the stage); {backbone!r} has {len(net.layer4)}, "
-                "so its branches would share every layer. Use resnet18, resnet34, resnet50 or resnet101."
+                f"trunk_end='res_conv5_1' needs a backbone whose last stage has at least two blocks (the trunk ends "
+                f"with res_conv5_1, each branch owns the rest of the stage); {net.name!r} has {len(net.layer4)}. "
+                "Use trunk_end='layer3' (each branch owns a full copy of the last stage), or resnet18/34/50/101."
             )
         self.num_classes = num_classes
         self.num_branches = num_branches
         self.reduction_dim = reduction_dim
-        self.trunk = nn.Sequential(
-            OrderedDict(
-                stem=net.stem,
-                layer1=net.layer1,
-                layer2=net.layer2,
-                layer3=net.layer3,
-                res_conv5_1=net.layer4[0],
-            )
-        )
-        rest_of_stage = net.layer4[1:]  # (res_conv5_2, res_conv5_3) in ResNet-50
+        self.stripes = stripes
+        self.trunk_end = trunk_end
+        trunk_layers = OrderedDict(stem=net.stem, layer1=net.layer1, layer2=net.layer2, layer3=net.layer3)
+        if trunk_end == "res_conv5_1":
+            trunk_layers["res_conv5_1"] = net.layer4[0]
+            rest_of_stage = net.layer4[1:]  # (res_conv5_2, res_conv5_3) in ResNet-50
+        else:
+            rest_of_stage = net.layer4  # the whole last stage
+        self.trunk = nn.Sequential(trunk_layers)
         self.branches = nn.ModuleList(copy.deepcopy(rest_of_stage) for _ in range(num_branches))
         channels = net.out_channels
         self.heads = nn.ModuleList(
-            nn.ModuleList(PartHead(channels, reduction_dim, num_classes, relu=reduction_relu) for _ in range(b))
-            for b in range(1, num_branches + 1)
+            nn.ModuleList(PartHead(channels, reduction_dim, num_classes, relu=reduction_relu) for _ in range(count))
+            for count in stripes
         )
 
     @property
     def num_parts(self) -> int:
-        """B(B+1)/2, the number of part features."""
-        return self.num_branches * (self.num_branches + 1) // 2
+        """sum(stripes), the number of part features (B(B+1)/2 with the default stripes)."""
+        return sum(self.stripes)
 
     @property
     def feat_dim(self) -> int:
-        """d * B(B+1)/2, the size of the ensemble feature."""
+        """d * sum(stripes), the size of the ensemble feature."""
         return self.reduction_dim * self.num_parts
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
@@ -236,13 +275,13 @@ class EnsembleNet(nn.Module):
             raise ValueError(f"expected {self.num_branches} branch maps, got {len(branch_maps)}")
         parts: list[Tensor] = []
         logits: list[Tensor] = []
-        for num_stripes, (fmap, heads) in enumerate(zip(branch_maps, self.heads), start=1):
+        for num_stripes, fmap, heads in zip(self.stripes, branch_maps, self.heads):
             pooled = F.adaptive_avg_pool2d(fmap, (num_stripes, 1))  # (N, C, b, 1)
             for p, head in enumerate(heads):
                 part, part_logits = head(pooled[:, :, p : p + 1])  # (N, d), (N, C_id)
                 parts.append(part)
                 logits.append(part_logits)
-        feat = torch.cat(parts, dim=1)  # (N, d * B(B+1)/2)
+        feat = torch.cat(parts, dim=1)  # (N, d * sum(stripes))
         return ReIDOutput(feat=feat, logits=logits, parts=parts)
 
     def forward(self, x: Tensor) -> ReIDOutput:
@@ -294,9 +333,9 @@ class BranchActivation:
     """What one branch of an :class:`EnsembleNet` responds to, for an activation figure.
 
     Attributes:
-        branch: b, 1-based; the branch has b stripes.
+        branch: b, 1-based.
         activation: (N, h, w) channel-mean of the branch's final map.
-        part_rows: b pairs ``(start, end)`` of map rows each stripe averages over.
+        part_rows: one pair ``(start, end)`` per stripe of the branch: the map rows it averages over.
     """
 
     branch: int
@@ -328,13 +367,13 @@ def part_activation_maps(model: EnsembleNet, images: Tensor, normalize: bool = T
     with eval_mode(model):
         branch_maps = model.forward_features(images)  # B x (N, C, h, w)
     result = []
-    for b, fmap in enumerate(branch_maps, start=1):
+    for b, (fmap, num_stripes) in enumerate(zip(branch_maps, model.stripes), start=1):
         act = fmap.mean(dim=1)  # (N, h, w)
         if normalize:
             flat = act.flatten(1)  # (N, h*w)
             low = flat.min(dim=1).values[:, None, None]  # (N, 1, 1)
             high = flat.max(dim=1).values[:, None, None]  # (N, 1, 1)
             act = (act - low) / (high - low).clamp_min(1e-12)  # (N, h, w)
-        rows = part_row_ranges(act.shape[1], b)
+        rows = part_row_ranges(act.shape[1], num_stripes)
         result.append(BranchActivation(branch=b, activation=act, part_rows=rows))
     return result

@@ -26,15 +26,18 @@ def plot_branch_curve(
     curves: Mapping[str, Sequence[float]],
     references: Mapping[str, float] | None = None,
     ylabel: str = "%",
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> Figure:
-    """Accuracy against the number of branches (one line per metric), as the paper's figure.
+    """Accuracy against the number of branches (one line per metric).
 
     Args:
         branches: the branch counts on the x axis.
-        curves: ``{label: values}``, one value per branch count (e.g. rank-1, mAP).
+        curves: ``{label: values}``, one value per branch count (e.g. mean rank-1 over seeds).
         references: ``{label: value}`` drawn as dashed horizontal lines (e.g. an ensemble of
-            separately trained baselines).
+            separately trained networks).
         ylabel: the y axis label.
+        intervals: ``{label: [(low, high), ...]}`` error bars for some curves (e.g. 95%
+            intervals over seeds); NaN ends (one seed) draw no bar.
 
     Returns:
         The figure.
@@ -44,7 +47,15 @@ def plot_branch_curve(
     for i, (label, values) in enumerate(curves.items()):
         if len(values) != len(branches):
             raise ValueError(f"curve {label!r} has {len(values)} values for {len(branches)} branch counts")
-        ax.plot(list(branches), list(values), marker="o", color=colors[i % len(colors)], label=label)
+        color = colors[i % len(colors)]
+        ax.plot(list(branches), list(values), marker="o", color=color, label=label)
+        bars = (intervals or {}).get(label)
+        if bars is not None:
+            if len(bars) != len(branches):
+                raise ValueError(f"intervals of {label!r}: {len(bars)} pairs for {len(branches)} branch counts")
+            for x, value, (low, high) in zip(branches, values, bars):
+                if not (np.isnan(low) or np.isnan(high)):
+                    ax.errorbar([x], [value], yerr=[[value - low], [high - value]], color=color, capsize=3, lw=1)
     for j, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, ls="--", lw=1.2, color=colors[(len(curves) + j) % len(colors)], label=label)
     ax.set_xticks(list(branches))
@@ -57,12 +68,13 @@ def plot_branch_curve(
 
 
 def plot_part_rank1(
-    slices: Sequence[PartSlice], values: Mapping[str, Sequence[float]], ylabel: str = "rank-1 (%)"
+    slices: Sequence[PartSlice | str], values: Mapping[str, Sequence[float]], ylabel: str = "rank-1 (%)"
 ) -> Figure:
     """Grouped bar chart of a metric per part (or per branch) feature, one bar per series.
 
     Args:
-        slices: the parts, as from :func:`part_feature_slices` / :func:`branch_feature_slices`.
+        slices: the parts, as from :func:`part_feature_slices` / :func:`branch_feature_slices`,
+            or their labels (``"b3p2"``).
         values: ``{series label: one value per slice}`` (e.g. all queries, a subset).
         ylabel: the y axis label.
 
@@ -79,7 +91,8 @@ def plot_part_rank1(
     width = 0.8 / len(values)
     for i, (label, series) in enumerate(values.items()):
         ax.bar(x + (i - (len(values) - 1) / 2) * width, list(series), width=width, label=label)
-    ax.set_xticks(x, [s.label for s in slices], rotation=45 if len(slices) > 10 else 0, fontsize=8)
+    names = [s if isinstance(s, str) else s.label for s in slices]
+    ax.set_xticks(x, names, rotation=45 if len(slices) > 10 else 0, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("feature (bB = branch B whole, bBpP = its stripe P from the top)")
     ax.grid(alpha=0.3, axis="y")
@@ -139,7 +152,8 @@ def plot_part_activations(
             for start, _ in act.image_rows(height)[1:]:  # the boundaries between stripes
                 ax.axhline(start - 0.5, color="white", lw=1.5)
             if i == 0:
-                ax.set_title(f"branch {act.branch}\n({act.branch} stripe{'s' if act.branch > 1 else ''})", fontsize=8)
+                count = len(act.part_rows)
+                ax.set_title(f"branch {act.branch}\n({count} stripe{'s' if count > 1 else ''})", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
