@@ -210,7 +210,6 @@ cfg
 
 # %%
 from functools import partial
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -243,7 +242,7 @@ from reid_core.chapters.ensemblenet import (
     plot_part_rank1,
     run_group,
 )
-from reid_core.data import SYNTHREID_PRESETS, SynthReID, SynthReIDInfo, ensure_synthreid, prepare_synthreid
+from reid_core.data import SYNTHREID_PRESETS, SynthReID, SynthReIDInfo, prepare_synthreid
 from reid_core.engine import run_side_by_side, seed_everything, values_or_raise
 from reid_core.models import EnsembleNet, build_backbone, part_row_ranges
 
@@ -271,13 +270,12 @@ CONTROL_WORLD = {"local_part_only_fraction": 0.0}  # the cause switched off
 
 
 def control_root(preset):
-    """The preset's world without part-only differences, rendered once under data_root/synthreid/<preset>_nolocal."""
-    name = f"{preset}_nolocal"
-    if name in SYNTHREID_PRESETS:  # once the library names this world, render it the usual way
-        return prepare_synthreid(data_root, name, progress=False)
-    root = Path(data_root) / "synthreid" / name
-    ensure_synthreid(root, progress=False, **{**SYNTHREID_PRESETS[preset], **CONTROL_WORLD})
-    return root
+    """The preset's world without part-only differences (the library's ``<preset>_nolocal`` preset)."""
+    control = SYNTHREID_PRESETS[f"{preset}_nolocal"]
+    assert {k: v for k, v in control.items() if k not in CONTROL_WORLD} == {
+        k: v for k, v in SYNTHREID_PRESETS[preset].items() if k not in CONTROL_WORLD
+    } and all(control[k] == v for k, v in CONTROL_WORLD.items()), "the control world differs in more than its cause"
+    return prepare_synthreid(data_root, f"{preset}_nolocal", progress=False)
 
 
 preset = cfg["preset"] if profile != "paper" else ("synth" if dataset == "synthreid" else None)
