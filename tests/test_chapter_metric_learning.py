@@ -354,3 +354,60 @@ def test_other_figures_draw() -> None:
     fig = plot_target_logits({"softmax": lambda c: c})
     assert np.allclose(fig.axes[0].lines[0].get_ydata()[[0, -1]], [1.0, -1.0])  # cos 0 and cos pi
     plt.close(fig)
+
+
+# ------------------------------------------------------------ one run per (arm, seed): repeatable
+@pytest.fixture(scope="module")
+def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from reid_core.data import prepare_synthreid
+
+    root = tmp_path_factory.mktemp("data")
+    prepare_synthreid(root, "smoke", progress=False)
+    return str(root)
+
+
+REID_TINY = dict(preset="smoke", batch_size=16, num_instances=4, epochs=1, max_iters=2)
+
+
+@pytest.mark.parametrize("arm", ["cosface", "bot"])
+def test_reid_run_repeatable(smoke_world: str, arm: str) -> None:
+    from reid_core.chapters.metric_learning.experiment import reid_run
+
+    first = reid_run(arm, 0, data_root=smoke_world, **REID_TINY)
+    again = reid_run(arm, 0, data_root=smoke_world, **REID_TINY)
+    other = reid_run(arm, 1, data_root=smoke_world, **REID_TINY)
+    keys = ("rank1", "rank5", "rank10", "mAP")
+    assert {k: first[k] for k in keys} == {k: again[k] for k in keys}
+    assert first["final"]["loss"] == again["final"]["loss"]
+    assert first["final"]["loss"] != other["final"]["loss"]  # another seed draws other batches and weights
+    assert first["arm"] == arm and first["seed"] == 0 and first["num_train_pids"] > 0
+
+
+def test_reid_runs_and_errors(smoke_world: str) -> None:
+    from reid_core.chapters.metric_learning.experiment import reid_run, reid_runs
+
+    runs = reid_runs(
+        ["adacos", "triplet"], 0, data_root=smoke_world, hparams={"adacos": {"track_history": True}}, **REID_TINY
+    )
+    assert [r["arm"] for r in runs] == ["adacos", "triplet"]
+    assert len(runs[0]["scale_history"]) == 2 and "scale_history" not in runs[1]
+    alone = reid_run("triplet", 0, data_root=smoke_world, **REID_TINY)
+    assert alone["mAP"] == runs[1]["mAP"]  # a run does not depend on the run before it in its process
+    with pytest.raises(ValueError, match="unknown arm"):
+        reid_run("center", 0, data_root=smoke_world, **REID_TINY)
+    with pytest.raises(ValueError, match="split"):
+        reid_run("softmax", 0, data_root=smoke_world, split="train", **REID_TINY)
+
+
+def test_unseen_classes_run_repeatable() -> None:
+    from reid_core.chapters.metric_learning.experiment import unseen_classes_run
+
+    tiny = dict(embedding_dim=8, width=8, epochs=1, max_iters=2)
+    first, again = unseen_classes_run("arcface", 0, **tiny), unseen_classes_run("arcface", 0, **tiny)
+    assert first == again
+    assert unseen_classes_run("arcface", 1, **tiny) != first
+    pair = unseen_classes_run("triplet", 0, **tiny)
+    assert math.isnan(pair["accuracy"]) and math.isnan(pair["unseen_confidence"])  # no classifier
+    assert 0.0 <= pair["mAP"] <= 100.0
+    with pytest.raises(ValueError, match="unknown loss"):
+        unseen_classes_run("hinge", 0, **tiny)

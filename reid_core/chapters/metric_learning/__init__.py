@@ -5,14 +5,20 @@ Notebook: ``notebooks/02_metric_learning.py``.
 """
 
 from reid_core.chapters.metric_learning.experiment import (
+    ARM_TITLES,
+    REID_ARMS,
+    UNSEEN_LOSSES,
     TrainedEmbedding,
     angular_statistics,
     embed,
     head_parameter_count,
     leave_one_out_retrieval,
     make_pk_loader,
+    reid_run,
+    reid_runs,
     relabel,
     train_embedding,
+    unseen_classes_run,
 )
 from reid_core.chapters.metric_learning.figures import (
     plot_digit_grid,
@@ -27,6 +33,9 @@ from reid_core.chapters.metric_learning.figures import (
 )
 
 __all__ = [
+    "ARM_TITLES",
+    "REID_ARMS",
+    "UNSEEN_LOSSES",
     "TrainedEmbedding",
     "angular_statistics",
     "embed",
@@ -38,10 +47,13 @@ __all__ = [
     "plot_scale_history",
     "plot_sphere_embeddings",
     "plot_target_logits",
+    "reid_run",
+    "reid_runs",
     "relabel",
     "seam_distance",
     "seam_rotation",
     "sphere_to_lonlat",
     "train_embedding",
     "unit_directions",
+    "unseen_classes_run",
 ]
