@@ -1140,16 +1140,16 @@ for control in ("softmax", "triplet"):
     )
 resnet50 = count_parameters(build_backbone("resnet50", pretrained=False), trainable_only=True)
 head_100k = head_parameter_count("arcface", 2048, 100_000)
-head_claim = Claim(
-    STEM,
-    "a class-weight head outgrows the backbone as classes grow; pair losses add none",
-    "C x d weights per head (every margin-head paper)",
-    "head minus ResNet-50 parameters, millions, C=100,000, d=2048 (a count)",
-    Interval((head_100k - resnet50) / 1e6, (head_100k - resnet50) / 1e6, (head_100k - resnet50) / 1e6, 1),
-)
-claims = reid_claims + unseen_claims + [head_claim]
+claims = reid_claims + unseen_claims  # measured over seeds; the head-size property below is a count, not a claim
 write_claims(results_dir, STEM, claims)
 display(Markdown(claims_markdown(claims)))
+display(
+    Markdown(
+        f"A property, counted rather than measured: a class-weight head for C = 100,000 classes and d = 2048 holds "
+        f"{head_100k / 1e6:.0f} M weights, {head_100k / resnet50:.1f} times a ResNet-50 backbone's "
+        f"{resnet50 / 1e6:.1f} M; a pair loss adds none."
+    )
+)
 
 # %% [markdown]
 # What the verdicts mean here, generated from them:
