@@ -11,18 +11,20 @@ and its mean lies within the range of the fp32 seeds; otherwise the chapter keep
 Runs go side by side (one process per core, one thread each), so this also shows the
 throughput of each precision as the chapters use it.
 
-Usage: python bench/bf16_accuracy.py --chapter 01 [--seeds 0 1 2] [--quick]
+Usage: python bench/bf16_accuracy.py --chapter 01|02 [--seeds 0 1 2] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from functools import partial
 from pathlib import Path
 
 from reid_core.book import mean_interval, paired_difference, pretrained_for_profile, read_notebook_profiles
 from reid_core.chapters.basics import source_for, train_baseline_arm
+from reid_core.chapters.metric_learning import reid_run
 from reid_core.data import prepare_synthreid
 from reid_core.engine import run_side_by_side, values_or_raise
 
@@ -48,16 +50,40 @@ def chapter_01_runs(seeds: list[int], quick: bool, data_root: str, results_dir: 
     return runs[: len(seeds)], runs[len(seeds) :]
 
 
+def chapter_02_runs(seeds: list[int], quick: bool, data_root: str, results_dir: str) -> tuple[list, list]:
+    """Chapter 02's re-ID recipe with its CosFace head (a margin head at scale s: where low precision would
+    show first), every seed in fp32 and bf16."""
+    synth = read_notebook_profiles(ROOT / "notebooks" / "02_metric_learning.py")["synth"]
+    accepted = set(inspect.signature(reid_run).parameters)
+    shared = {k: v for k, v in synth.items() if k in accepted and k not in ("precision", "arm", "seed")}
+    if quick:
+        shared |= {"epochs": 1, "max_iters": 3}
+    shared |= {
+        "data_root": data_root,
+        "preset": synth["preset"],
+        "split": "validation",
+        "weights": pretrained_for_profile("synth", data_root, results_dir),
+    }
+    configs = [dict(arm="cosface", seed=seed, precision=precision) for precision in ("fp32", "bf16") for seed in seeds]
+    runs = values_or_raise(run_side_by_side(partial(reid_run, **shared), configs, desc="fp32/bf16"))
+    runs = [{"seed": r.get("seed", c["seed"]), **r} for r, c in zip(runs, configs, strict=True)]
+    for r in runs:
+        r.setdefault("metrics", {"rank1": r["rank1"], "mAP": r["mAP"]})
+        r.setdefault("train_seconds", r.get("seconds", float("nan")))
+    return runs[: len(seeds)], runs[len(seeds) :]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chapter", choices=["01"], default="01")
+    parser.add_argument("--chapter", choices=["01", "02"], default="01")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="a few iterations: checks the script, not the question")
     parser.add_argument("--data-root", default=str(ROOT / "data"))
     parser.add_argument("--results-dir", default=str(ROOT / "results"))
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
-    fp32, bf16 = chapter_01_runs(args.seeds, args.quick, args.data_root, args.results_dir)
+    runs = chapter_01_runs if args.chapter == "01" else chapter_02_runs
+    fp32, bf16 = runs(args.seeds, args.quick, args.data_root, args.results_dir)
     print(f"chapter {args.chapter}, synth recipe, validation split, seeds {args.seeds}")
     print(
         f"{'seed':>6} | {'fp32 R1':>8} {'bf16 R1':>8} | {'fp32 mAP':>9} {'bf16 mAP':>9} | {'fp32 s':>7} {'bf16 s':>7}"
