@@ -501,8 +501,9 @@ configs = [
     dict(
         arm=arm,
         seed=s,
-        cross_specs=cross_specs,
+        cross_specs=cross_specs if arm in ("pk", "gs") else None,  # the cross-domain claim is GS against PK
         return_state=(s == seeds[0] and arm in ("pk", "gs")),
+        evaluate_start=arm == cfg["arms"][0],  # the arms of a seed start from the same weights: evaluate them once
         checkpoint_dir=checkpoint_dir(results_dir, NOTEBOOK, f"{dataset}_{arm}_seed{s}", profile),
     )
     for arm in cfg["arms"]
@@ -606,6 +607,10 @@ if control_spec is not None:
 curves = {
     arm: [[CurvePoint(**p) for p in out["curve"]] for out in runs[("main", arm)]] for arm in main_arms
 }  # arm -> one curve per seed
+if cfg["curve_every"]:
+    for arm in main_arms[1:]:  # the starting point, evaluated once per seed (the same weights in every arm)
+        for curve, first in zip(curves[arm], curves[main_arms[0]]):
+            curve.insert(0, first[0])
 target = cfg["target_rank1"]
 if target is None and weights is not None:
     start_metrics = pretrained_feature_rank1(weights, cfg, data.query, data.gallery, device=str(dev))

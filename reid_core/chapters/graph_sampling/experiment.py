@@ -602,6 +602,7 @@ def train_and_evaluate(
     device: str = "cpu",
     split: str = "test",
     curve_every: int | None = 1,
+    evaluate_start: bool = True,
     return_state: bool = False,
     checkpoint_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -624,6 +625,9 @@ def train_and_evaluate(
         split: ``"test"``, or ``"validation"`` (train on the training identities minus a carved
             validation split and evaluate on it: for choosing recipes).
         curve_every: evaluate every this many epochs (the learning curve); ``None``: only at the end.
+        evaluate_start: with ``curve_every``, also evaluate the starting weights (the curve's first
+            point, iteration 0). The arms of one seed start from the same weights, so one arm
+            per seed is enough; the notebook shares its point.
         return_state: also return the trained model's and matcher's state dicts (for figures).
         checkpoint_dir: per-run checkpoints (GPU runs); ``None``: none.
 
@@ -765,7 +769,7 @@ def train_and_evaluate(
         callbacks=callbacks,
         param_groups=qaconv_param_groups(model, matcher, recipe["backbone_lr_mult"]),
     )
-    if curve_every:  # where every arm of this seed starts: the same weights
+    if curve_every and evaluate_start:  # where every arm of this seed starts: the same weights
         start = evaluate(model).metrics
         curve.points.append(CurvePoint(0, 0, 0, 0.0, start["rank1"], start["mAP"]))
     history = trainer.fit()
