@@ -860,10 +860,14 @@ def pretrained_feature_rank1(
     load_pretrained_backbone(backbone, weights)
     model = PooledBackbone(backbone).to(device)
     h, w = recipe["height"], recipe["width"]
+    with contextlib.redirect_stderr(io.StringIO()):  # no preload bars
+        loaders = (
+            build_test_loader(query, h, w, preload=True, workers=0),
+            build_test_loader(gallery, h, w, preload=True, workers=0),
+        )
     result = evaluate_reid(
         model,
-        build_test_loader(query, h, w, preload=True, workers=0),
-        build_test_loader(gallery, h, w, preload=True, workers=0),
+        *loaders,
         metric="cosine",
         flip=False,
         device=device,
