@@ -13,16 +13,24 @@ this module holds what only the chapter measures:
 * :func:`batch_hardness`: how alike the identities of a batch are, for PK and GS batches
   under one fixed model;
 * :func:`epoch_seconds`: a PK epoch is :math:`\lfloor N/B \rfloor` iterations, a GS epoch
-  :math:`C` iterations plus the graph, :math:`t_\text{graph}(C) \approx aC + bC^2`.
+  :math:`C` iterations plus the graph, :math:`t_\text{graph}(C) \approx aC + bC^2`;
+* :func:`train_and_evaluate`: one run of the chapter's experiment (one arm, one seed), the
+  function the notebook runs side by side over arms and seeds: PK, GS, PK until the in-batch
+  accuracy passes a threshold then GS, or QAConv 1.x's class memory
+  (:class:`~reid_core.chapters.graph_sampling.class_memory.ClassMemoryCriterion`).
 
 Chapter: ``notebooks/05_graph_sampling.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +55,15 @@ __all__ = [
     "measure_graph_seconds",
     "fit_graph_cost",
     "epoch_seconds",
+    "ARMS",
+    "CONTROL_PRESETS",
+    "prepare_world",
+    "qaconv_net",
+    "GraphAfterAccuracy",
+    "classes_covered",
+    "train_and_evaluate",
+    "PooledBackbone",
+    "pretrained_feature_rank1",
 ]
 
 
@@ -84,6 +101,7 @@ def evaluate_qaconv(
     flip: bool = False,
     chunk: int | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> EvalResult:
     r"""CMC/mAP with the QAConv distance :math:`D_{qg} = -\mathrm{QAConv}(F_q, F_g)`.
 
@@ -98,6 +116,8 @@ def evaluate_qaconv(
         flip: average each map with its mirror's (flipped back).
         chunk: block size of the matching (``None``: the matcher's default).
         progress: tqdm bars.
+        precision: autocast of the feature extraction (``"bf16"`` on the CPU fast path); the
+            matching itself runs in float32.
     """
 
     def distance(q: Tensor, g: Tensor) -> Tensor:
@@ -112,6 +132,7 @@ def evaluate_qaconv(
         distance_fn=distance,
         device=device,
         progress=progress,
+        precision=precision,
     )
 
 
@@ -435,3 +456,422 @@ def epoch_seconds(
         "gs": c * iteration_seconds + graph,
         "gs_graph": graph,
     }
+
+
+# ------------------------------------------------------------------ one run of the experiment
+
+ARMS: dict[str, str] = {
+    "pk": "QAConv + PK sampler",
+    "gs": "QAConv + GS sampler",
+    "pk_then_gs": "QAConv + PK until in-batch accuracy passes the threshold, then GS",
+    "memory": "QAConv 1.x class memory (PK batches)",
+}
+"""The arms of the chapter's experiment, with their labels."""
+
+
+CONTROL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "synth_gs_nofamily": ("synth_gs", {"lookalike_family_size": 1}),
+    "smoke_nofamily": ("smoke", {"lookalike_family_size": 1}),
+}
+"""The control worlds: a preset with its cause switched off (no look-alike families: every
+identity drawn on its own), as ``name -> (base preset, changed arguments)``. Used where
+:data:`reid_core.data.SYNTHREID_PRESETS` does not (yet) define the name."""
+
+
+def prepare_world(data_root: str | Path, preset: str) -> Path:
+    """Render a SynthReID preset (or one of :data:`CONTROL_PRESETS`) under ``data_root/synthreid/<name>``.
+
+    Returns:
+        The dataset folder.
+    """
+    from reid_core.data import SYNTHREID_PRESETS, ensure_synthreid, prepare_synthreid
+
+    if preset in SYNTHREID_PRESETS:
+        return prepare_synthreid(data_root, preset)
+    if preset not in CONTROL_PRESETS:
+        raise ValueError(f"unknown world {preset!r}; valid: {sorted({*SYNTHREID_PRESETS, *CONTROL_PRESETS})}")
+    base, change = CONTROL_PRESETS[preset]
+    root = Path(data_root) / "synthreid" / preset
+    ensure_synthreid(root, progress=False, **{**SYNTHREID_PRESETS[base], **change})
+    return root
+
+
+def qaconv_net(recipe: Mapping[str, Any], weights: Any = None) -> nn.Module:
+    """The chapter's :class:`~reid_core.models.qaconv.QAConvNet`, its backbone loaded *before* it is cut.
+
+    A pretrained backbone file holds all four stages; QAConvNet drops ``layer4``. So the full
+    backbone is built, loaded with
+    :func:`~reid_core.book.pretrained.load_pretrained_backbone`, cut after ``layer3``, and
+    its weights copied in.
+
+    Args:
+        recipe: ``backbone``, ``pretrained`` (ImageNet, used when ``weights`` is ``None``),
+            ``neck_dim``, ``height``, ``width``.
+        weights: a :class:`~reid_core.book.pretrained.PretrainedBackbone`, or ``None``.
+    """
+    from reid_core.book.pretrained import load_pretrained_backbone
+    from reid_core.models import QAConvNet, ResNetBackbone
+
+    net = QAConvNet(
+        backbone=recipe["backbone"],
+        pretrained=bool(recipe.get("pretrained", False)) and weights is None,
+        neck_dim=recipe["neck_dim"],
+        height=recipe["height"],
+        width=recipe["width"],
+    )
+    if weights is not None:
+        full = ResNetBackbone(recipe["backbone"], pretrained=False, last_stride=1)
+        load_pretrained_backbone(full, weights)
+        full.layer4 = nn.Identity()  # cut as QAConvNet cuts
+        net.backbone.load_state_dict(full.state_dict())
+    return net
+
+
+class GraphAfterAccuracy:
+    """Trainer callback: PK batches until the in-batch accuracy of an epoch passes ``threshold``, then GS.
+
+    The chapter's hypothesis: hard batches help once random batches are solved. The loader
+    draws from a :class:`~reid_core.samplers.GraphSampler`, which serves PK batches until its
+    first graph; after the first epoch whose mean in-batch matching accuracy (the criterion's
+    log) reaches ``threshold``, the graph is built at the start of every epoch.
+
+    Put it after :class:`LearningCurve` in the callbacks, so the graph builds are timed.
+
+    Attributes:
+        switch_epoch: the first GS epoch (0-based), ``None`` while PK.
+        accuracies: the mean in-batch accuracy of each PK epoch.
+    """
+
+    def __init__(self, graph: Any, log: list[dict[str, float]], threshold: float = 0.9) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.graph, self.log, self.threshold = graph, log, threshold
+        self.switch_epoch: int | None = None
+        self.accuracies: list[float] = []
+        self._first = 0
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self._first = len(self.log)
+        if self.switch_epoch is not None:
+            self.graph.rebuild(trainer.model, trainer.device, epoch)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, stats: Mapping[str, float]) -> None:
+        if self.switch_epoch is None:
+            rows = self.log[self._first :]
+            accuracy = float(np.mean([r["accuracy"] for r in rows])) if rows else 0.0
+            self.accuracies.append(accuracy)
+            if accuracy >= self.threshold:
+                self.switch_epoch = epoch + 1
+
+
+def classes_covered(iterations: int, num_classes: int, neighbours: int) -> dict[str, int]:
+    """How much of the class graph truncated GS epochs use: one seed class per iteration.
+
+    Args:
+        iterations: GS iterations run.
+        num_classes: C.
+        neighbours: k = B / K - 1 neighbours per batch.
+
+    Returns:
+        ``{"seed_classes": min(iterations, C), "num_classes": C, "class_visits": iterations * (k + 1)}``.
+    """
+    return {
+        "seed_classes": min(iterations, num_classes),
+        "num_classes": num_classes,
+        "class_visits": iterations * (neighbours + 1),
+    }
+
+
+def _reader(spec: Mapping[str, Any]) -> Any:
+    """A dataset reader from ``{"name": "synthreid", "root": ...}`` or ``{"name": <dataset>, "data_root": ...}``."""
+    from reid_core.data import SynthReID, build_dataset
+
+    if spec["name"] == "synthreid":
+        return SynthReID(spec["root"], verbose=False)
+    return build_dataset(spec["name"], spec["data_root"], verbose=False, **dict(spec.get("options", {})))
+
+
+def train_and_evaluate(
+    arm: str,
+    seed: int,
+    *,
+    train_spec: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    cross_specs: Mapping[str, Mapping[str, Any]] | None = None,
+    weights: Any = None,
+    device: str = "cpu",
+    split: str = "test",
+    curve_every: int | None = 1,
+    evaluate_start: bool = True,
+    return_state: bool = False,
+    checkpoint_dir: str | None = None,
+) -> dict[str, Any]:
+    """One run of the chapter's experiment: train QAConv with one arm's sampler (or loss), evaluate.
+
+    Seeds everything first; the network is the pretrained backbone (``weights``) cut after
+    ``layer3`` plus a fresh neck and QAConv head drawn from ``seed``. For one seed, every arm
+    starts from the same weights and (PK, memory, and PK-then-GS until it switches) draws the
+    same PK batches. Renders nothing; safe to call in a worker process.
+
+    Args:
+        arm: a key of :data:`ARMS`.
+        seed: the run's seed.
+        train_spec: the training world (see ``_reader``).
+        recipe: the notebook's profile entries (backbone, input size, batch, optimiser, epochs,
+            ``max_iters_per_epoch`` = iterations per epoch (a GS graph per epoch), precision, ...).
+        cross_specs: name -> reader spec of the test sets of other domains (evaluated once, at the end).
+        weights: the :class:`~reid_core.book.pretrained.PretrainedBackbone` (``None``: ImageNet or scratch).
+        device: ``"cpu"`` or ``"cuda"``.
+        split: ``"test"``, or ``"validation"`` (train on the training identities minus a carved
+            validation split and evaluate on it: for choosing recipes).
+        curve_every: evaluate every this many epochs (the learning curve); ``None``: only at the end.
+        evaluate_start: with ``curve_every``, also evaluate the starting weights (the curve's first
+            point, iteration 0). The arms of one seed start from the same weights, so one arm
+            per seed is enough; the notebook shares its point.
+        return_state: also return the trained model's and matcher's state dicts (for figures).
+        checkpoint_dir: per-run checkpoints (GPU runs); ``None``: none.
+
+    Returns:
+        A dict: ``arm``, ``seed``, ``rank1``, ``mAP``, ``rank5``, ``rank10`` (last evaluation, the
+        chosen split), ``cross`` (name -> metrics), ``curve`` (list of :class:`CurvePoint` as dicts),
+        ``train_seconds``, ``graph_seconds``, ``images``, ``iterations``, ``batch_log`` (the
+        criterion's per-iteration statistics), ``switch_epoch``, ``pk_accuracies``,
+        ``coverage`` (GS arms: :func:`classes_covered`), ``num_classes``; with ``return_state``
+        also ``state`` = ``(model_state, matcher_state)``.
+    """
+    from reid_core.chapters.graph_sampling.class_memory import ClassMemoryCriterion
+    from reid_core.data import build_transforms, carve_validation
+    from reid_core.engine import (
+        AdaptiveLossStep,
+        FreezeBackboneBN,
+        TrainConfig,
+        Trainer,
+        build_test_loader,
+        build_train_loader,
+        seed_everything,
+    )
+    from reid_core.losses import QAConvCriterion
+    from reid_core.samplers import GraphSampler, GraphSamplingCallback, RandomIdentitySampler, preloaded_image_lookup
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid: {sorted(ARMS)}")
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    seed_everything(seed)
+    dev = torch.device(device)
+    data = _reader(train_spec)
+    train, query, gallery = data.train, data.query, data.gallery
+    if split == "validation":
+        carved = carve_validation(train, recipe.get("validation_fraction", 0.2), seed=0)
+        train, query, gallery = carved.train, carved.query, carved.gallery
+    height, width = recipe["height"], recipe["width"]
+    preload = bool(recipe.get("preload", True))
+    with contextlib.redirect_stderr(io.StringIO()):  # no preload bars from every run
+        loaders = {
+            "test": (
+                build_test_loader(query, height, width, preload=preload, workers=0),
+                build_test_loader(gallery, height, width, preload=preload, workers=0),
+            )
+        }
+    pids = [pid for _, pid, _ in train]
+    num_classes = len(set(pids))
+    B, K = recipe["batch_size"], recipe["num_instances"]
+    test_transform = build_transforms(height, width, is_train=False)
+
+    seed_everything(seed)  # the neck and head are drawn from the seed alone
+    model = qaconv_net(recipe, weights).to(dev)
+    matcher = model.make_matcher().to(dev)
+    if arm == "pk" or arm == "memory":
+        sampler: Any = RandomIdentitySampler(pids, B, K, seed=seed)
+    else:
+        sampler = GraphSampler(pids, B, K, seed=seed)  # PK until its first graph
+    with contextlib.redirect_stderr(io.StringIO()):
+        loader = build_train_loader(
+            train,
+            height,
+            width,
+            B,
+            K,
+            sampler=sampler,
+            preload=preload,
+            workers=0,
+            seed=seed,
+            batch_augment=bool(recipe.get("batch_augment", False)),
+            device=dev,
+            pad=recipe["pad"],
+            random_erasing_p=recipe["random_erasing_p"],
+            color_jitter=recipe["color_jitter"],
+        )
+    criterion: nn.Module
+    if arm == "memory":
+        criterion = ClassMemoryCriterion(matcher, num_classes, gamma=recipe.get("memory_gamma", 2.0))
+    else:
+        criterion = QAConvCriterion(matcher, loss=recipe["loss"], margin=recipe["margin"])
+
+    def evaluate(m: nn.Module, q: Any = None, g: Any = None) -> EvalResult:
+        q, g = (q, g) if q is not None else loaders["test"]
+        return evaluate_qaconv(
+            m,
+            matcher,
+            q,
+            g,
+            device=dev,
+            flip=recipe["flip_test"],
+            chunk=recipe["graph_chunk"],
+            precision=recipe.get("precision", "auto"),
+        )
+
+    epochs = int(recipe["epochs"])
+    curve = LearningCurve(evaluate=evaluate if curve_every else None, every=curve_every or epochs)
+    callbacks: list[Any] = [AdaptiveLossStep(max_epochs=epochs)] if recipe.get("adaptive_step") else []
+    callbacks.append(curve)
+    graph = switch = None
+    if arm in ("gs", "pk_then_gs"):
+        image_loader = preloaded_image_lookup(loader.dataset) if preload else None
+        graph = GraphSamplingCallback(
+            sampler,
+            train,
+            test_transform,
+            matcher,
+            image_loader=image_loader,
+            chunk_size=recipe["graph_chunk"],
+            seed=seed,
+        )
+        if arm == "gs":
+            callbacks.append(graph)
+        else:
+            switch = GraphAfterAccuracy(graph, criterion.log, recipe.get("switch_accuracy", 0.9))
+            callbacks.append(switch)
+    if recipe.get("freeze_backbone_bn"):
+        callbacks.append(FreezeBackboneBN())
+    config = TrainConfig(
+        epochs=epochs,
+        optimizer=recipe["optimizer"],
+        lr=recipe["lr"],
+        weight_decay=recipe["weight_decay"],
+        nesterov=recipe["nesterov"],
+        scheduler="constant",
+        warmup_epochs=0,
+        amp=recipe.get("amp", True),
+        precision=recipe.get("precision", "auto"),
+        grad_clip=recipe.get("grad_clip"),
+        max_iters_per_epoch=recipe.get("max_iters_per_epoch"),
+        checkpoint_dir=checkpoint_dir,
+        seed=seed,
+        progress=bool(recipe.get("progress", False)),
+    )
+    trainer = Trainer(
+        model,
+        criterion,
+        loader,
+        config,
+        device=dev,
+        callbacks=callbacks,
+        param_groups=qaconv_param_groups(model, matcher, recipe["backbone_lr_mult"]),
+    )
+    if curve_every and evaluate_start:  # where every arm of this seed starts: the same weights
+        start = evaluate(model).metrics
+        curve.points.append(CurvePoint(0, 0, 0, 0.0, start["rank1"], start["mAP"]))
+    history = trainer.fit()
+    if not curve.points or curve.points[-1].epoch != curve.epochs:  # the curve's last point is the final model
+        final = evaluate(model).metrics
+        curve.points.append(
+            CurvePoint(curve.epochs, curve.iterations, curve.images, curve.train_seconds, final["rank1"], final["mAP"])
+        )
+    metrics = {"rank1": curve.points[-1].rank1, "mAP": curve.points[-1].mAP}
+    cross: dict[str, dict[str, float]] = {}
+    for name, spec in (cross_specs or {}).items():
+        other = _reader(spec)
+        with contextlib.redirect_stderr(io.StringIO()):
+            q = build_test_loader(other.query, height, width, preload=preload, workers=0)
+            g = build_test_loader(other.gallery, height, width, preload=preload, workers=0)
+        cross[name] = {k: float(v) for k, v in evaluate(model, q, g).metrics.items()}
+    gs_iterations = 0
+    if arm == "gs":
+        gs_iterations = curve.iterations
+    elif switch is not None and switch.switch_epoch is not None:
+        per_epoch = [int(h["images"]) // B for h in history]
+        gs_iterations = sum(per_epoch[switch.switch_epoch :])
+    out: dict[str, Any] = {
+        "arm": arm,
+        "seed": seed,
+        "split": split,
+        "rank1": float(metrics["rank1"]),
+        "mAP": float(metrics["mAP"]),
+        "cross": cross,
+        "curve": [dataclasses.asdict(p) for p in curve.points],
+        "train_seconds": curve.train_seconds,
+        "graph_seconds": float(sum(graph.seconds)) if graph is not None else 0.0,
+        "graph_builds": len(graph.seconds) if graph is not None else 0,
+        "images": curve.images,
+        "iterations": curve.iterations,
+        "iteration_seconds": float(np.median([h["seconds"] / max(h["images"] / B, 1) for h in history])),
+        "batch_log": list(criterion.log),
+        "switch_epoch": None if switch is None else switch.switch_epoch,
+        "pk_accuracies": None if switch is None else switch.accuracies,
+        "coverage": classes_covered(gs_iterations, num_classes, B // K - 1) if gs_iterations else None,
+        "num_classes": num_classes,
+        "history": [dict(h) for h in history],
+    }
+    if return_state:
+        out["state"] = (
+            {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            {k: v.detach().cpu() for k, v in matcher.state_dict().items()},
+        )
+    return out
+
+
+class PooledBackbone(nn.Module):
+    """A backbone's global feature: ``layer4`` average-pooled (the retrieval feature of the pretraining).
+
+    Used to read off what the starting weights already reach on their own, before any QAConv
+    training: the chapter's time-to-target level, set by neither sampler.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> Any:
+        from reid_core.models.outputs import ReIDOutput
+
+        return ReIDOutput(feat=self.backbone(images).mean(dim=(2, 3)))  # (B, C)
+
+
+def pretrained_feature_rank1(
+    weights: Any, recipe: Mapping[str, Any], query: Sequence[Any], gallery: Sequence[Any], device: str = "cpu"
+) -> dict[str, float]:
+    """CMC/mAP of the pretrained backbone's pooled ``layer4`` feature (cosine distance), no training.
+
+    Args:
+        weights: the :class:`~reid_core.book.pretrained.PretrainedBackbone`.
+        recipe: ``backbone``, ``height``, ``width``, ``precision``.
+        query, gallery: the test items.
+        device: where to run.
+
+    Returns:
+        The metrics (percentages).
+    """
+    from reid_core.book.pretrained import load_pretrained_backbone
+    from reid_core.engine import build_test_loader
+    from reid_core.models import ResNetBackbone
+
+    backbone = ResNetBackbone(recipe["backbone"], pretrained=False, last_stride=1)
+    load_pretrained_backbone(backbone, weights)
+    model = PooledBackbone(backbone).to(device)
+    h, w = recipe["height"], recipe["width"]
+    with contextlib.redirect_stderr(io.StringIO()):  # no preload bars
+        loaders = (
+            build_test_loader(query, h, w, preload=True, workers=0),
+            build_test_loader(gallery, h, w, preload=True, workers=0),
+        )
+    result = evaluate_reid(
+        model,
+        *loaders,
+        metric="cosine",
+        flip=False,
+        device=device,
+        progress=False,
+        precision=recipe.get("precision", "auto"),
+    )
+    return {k: float(v) for k, v in result.metrics.items()}
