@@ -34,14 +34,19 @@ SYNTHREID_PRESETS: dict[str, dict[str, Any]] = {
         num_ids=16, images_per_id=6, num_cameras=3, seed=0, lookalike_family_size=2, local_part_only_fraction=0.0
     ),
     "synth_nolocal": dict(num_ids=500, images_per_id=12, num_cameras=6, seed=0, local_part_only_fraction=0.0),
+    # Graph Sampling's control: the same worlds with no look-alike families (every identity drawn on its own)
+    "smoke_nofamily": dict(num_ids=16, images_per_id=6, num_cameras=3, seed=0, lookalike_family_size=1),
+    "synth_gs_nofamily": dict(
+        num_ids=2400, images_per_id=6, num_cameras=6, seed=0, train_fraction=5 / 6, lookalike_family_size=1
+    ),
     # other people in the other scene style: the cross-domain test set
     "synth_b": dict(num_ids=500, images_per_id=12, num_cameras=6, seed=1, style="b"),
 }
 
 # which presets the main job renders up front, per notebook profile
 PROFILE_PRESETS: dict[str, tuple[str, ...]] = {
-    "smoke": ("smoke", "smoke_b", "smoke_aligned", "smoke_nolocal"),
-    "synth": ("synth", "synth_aligned", "synth_gs", "synth_b", "synth_nolocal"),
+    "smoke": ("smoke", "smoke_b", "smoke_aligned", "smoke_nolocal", "smoke_nofamily"),
+    "synth": ("synth", "synth_aligned", "synth_gs", "synth_b", "synth_nolocal", "synth_gs_nofamily"),
     "paper": ("synth",),
 }
 
