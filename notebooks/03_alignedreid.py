@@ -639,17 +639,22 @@ print("... and leaves net 2 alone:", logits_2.grad is None and feats_2.grad is N
 # re-production's settings where they exist, and, for the fine-tuning length and learning rate,
 # one setting taken from the budget (two epochs) rather than searched.
 #
-# **Repeatability.** Each run is one call of `train_and_evaluate(arm=..., seed=...)` in a fresh
-# process with one thread, which seeds everything it draws first (initial weights, the PK
-# sampler, the flips) and asks torch for deterministic kernels. Earlier versions of this chapter
-# trained all networks in one process with two threads, where two runs with one seed gave
-# different numbers: with several threads the CPU kernels (and the thread pool that computes
-# the aligned distance at test time) may sum in an order that depends on scheduling, so the
-# last bits of the weights differ, and two epochs of training magnify those bits into points of
-# rank-1. One thread per run removes that; a test (`tests/test_chapter_alignedreid.py`) calls
-# the run twice with one seed and compares every returned metric exactly. Two runs still differ
-# *between machines* (or between one and two threads), by the same mechanism: that is why the
-# claims rest on several seeds, not on one run.
+# **Repeatability.** Earlier versions of this chapter trained all networks in one process with
+# two threads, and two runs with one seed gave rank-1 values points apart. What varied was the
+# arithmetic, not the seeding: on this machine two trainings of the same seed, a few iterations
+# long, in one process with two threads already end with different weights, while with one
+# thread they are identical bit for bit. With two threads some CPU kernels split their sums
+# between the threads in a way that can change from call to call on a busy machine, the last
+# bits of the weights differ, and a couple of epochs of training magnify those bits into points
+# of rank-1. So each run is now one call of `train_and_evaluate(arm=..., seed=...)` in a fresh
+# process with **one thread** (two such processes side by side use both cores, which is also
+# faster), and it seeds everything it draws first (initial weights, the PK sampler, the flips)
+# and asks torch for deterministic kernels. A test of the repository
+# (`tests/test_chapter_alignedreid_runs.py`) runs it twice with one seed and compares every
+# returned number exactly, and once with another seed to see them differ. It costs nothing:
+# the one-thread processes are the fast path anyway. What remains is that a run on another
+# machine (or with another thread count) may differ in the last bits and hence by a point or
+# so: one more reason why every claim below rests on several seeds, not on one run.
 
 # %%
 arms_by_world = {
@@ -869,6 +874,11 @@ if offset_series:
 
 # %% [markdown]
 # ## The paper's claims, measured
+#
+# The re-production labels its runs by their losses and test distances: GL (global triplet
+# loss), LL (local triplet loss), IDL (ID loss), ML (mutual loss); tested with the global
+# distance (TWGD) or with the global + local distance (TWGALD). We quote its figures where it
+# measured the same comparison, with its recipe (see "The recipe of each profile").
 #
 # Each claim is a paired difference over the seeds (method minus control, seed by seed), with
 # its 95% interval; the verdict is computed from the interval: **shown** when it lies wholly on
