@@ -640,21 +640,22 @@ print("... and leaves net 2 alone:", logits_2.grad is None and feats_2.grad is N
 # one setting taken from the budget (two epochs) rather than searched.
 #
 # **Repeatability.** Earlier versions of this chapter trained all networks in one process with
-# two threads, and two runs with one seed gave rank-1 values points apart. What varied was the
-# arithmetic, not the seeding: on this machine two trainings of the same seed, a few iterations
-# long, in one process with two threads already end with different weights, while with one
-# thread they are identical bit for bit. With two threads some CPU kernels split their sums
-# between the threads in a way that can change from call to call on a busy machine, the last
-# bits of the weights differ, and a couple of epochs of training magnify those bits into points
-# of rank-1. So each run is now one call of `train_and_evaluate(arm=..., seed=...)` in a fresh
-# process with **one thread** (two such processes side by side use both cores, which is also
-# faster), and it seeds everything it draws first (initial weights, the PK sampler, the flips)
-# and asks torch for deterministic kernels. A test of the repository
-# (`tests/test_chapter_alignedreid_runs.py`) runs it twice with one seed and compares every
-# returned number exactly, and once with another seed to see them differ. It costs nothing:
-# the one-thread processes are the fast path anyway. What remains is that a run on another
-# machine (or with another thread count) may differ in the last bits and hence by a point or
-# so: one more reason why every claim below rests on several seeds, not on one run.
+# two threads, and two runs with one seed gave rank-1 values points apart, but only for the
+# networks that train the local branch. The cause was one line of the local triplet loss. It
+# picks each anchor's hard positive and negative stripes out of the batch, and picking them by
+# indexing (`local[pos_index]`) has a backward pass that *adds* the gradients back into the
+# batch; on a CPU with several threads torch does those additions with atomic operations, in
+# whatever order the threads reach them. Floating-point addition is not associative, so the
+# last bits of the gradient changed from call to call (the global-only networks, which have no
+# such step, were identical run after run), and two epochs of training magnified those bits
+# into points of rank-1. The loss now picks the stripes with `index_select`, whose backward
+# adds in a fixed order, and each run also asks torch for deterministic kernels and runs in a
+# process of its own with one thread (`train_and_evaluate(arm=..., seed=...)`; two such
+# processes side by side use both cores, which is the fast path anyway, so none of this costs
+# time). The repository's tests check both: the local loss's gradient is the same on every call
+# with two threads, and a run repeated with one seed returns exactly the same numbers (another
+# seed, other numbers). What remains is that another machine or thread count may round
+# differently in the last bits: one more reason why every claim below rests on several seeds.
 
 # %%
 arms_by_world = {

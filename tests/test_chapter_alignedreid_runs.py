@@ -220,3 +220,24 @@ def test_build_alignedreid_loads_the_pretrained_backbone(tiny) -> None:
     state = torch.load(weights.path, weights_only=False)["state_dict"]
     for name, value in model.model.backbone.state_dict().items():
         assert torch.equal(value, state[name])
+
+
+def test_local_triplet_gradient_is_the_same_on_every_call_with_two_threads() -> None:
+    # the local term gathers each anchor's hard positive and negative; gathered by advanced
+    # indexing, its backward added with atomics in a varying order on a multi-threaded CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        labels = torch.arange(16).repeat_interleave(4)  # P=16 x K=4
+        feats = torch.randn(64, 32, generator=gen)
+        local = torch.rand(64, 4, 128, generator=gen, requires_grad=True)
+        loss = AlignedTripletLoss(margin=0.3, local_margin=5.0)
+        grads = []
+        for _ in range(20):
+            local.grad = None
+            loss(feats, local, labels)["local"].backward()
+            grads.append(local.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, grads[0]) for g in grads)

@@ -140,8 +140,12 @@ class AlignedTripletLoss(nn.Module):
             local_feat = local_feat.float()
             paired = paired_aligned_distance if self.local_distance == "aligned" else paired_unaligned_distance
             if self.mining == "global":
-                ap_local = paired(local_feat, local_feat[pos_index])  # (B,)
-                an_local = paired(local_feat, local_feat[neg_index])  # (B,)
+                # index_select, not local_feat[pos_index]: the backward of advanced indexing is
+                # index_put_ with accumulation, which on a multi-threaded CPU adds with atomics in
+                # an order that changes from call to call (runs of one seed drifted apart);
+                # index_select's backward (index_add_) sums in a fixed order.
+                ap_local = paired(local_feat, local_feat.index_select(0, pos_index))  # (B,)
+                an_local = paired(local_feat, local_feat.index_select(0, neg_index))  # (B,)
             else:
                 if local_dist is None and self.local_distance == "aligned":
                     local_dist = pairwise_aligned_distance(local_feat)  # (B, B)
