@@ -178,7 +178,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         88.18,
         73.34,
         source="Huang 2018, AlignedReID-Scores.xlsx, row GL+LL+TWGALD (re-production)",
-        note="global + local loss, no ID loss, tested with global + local distance; local hard samples mined by the local distance",
+        note="global + local loss, no ID loss, tested with global + local distance; "
+        "local hard samples mined by the local distance",
     ),
     PaperResult(
         "alignedreid",
