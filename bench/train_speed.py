@@ -356,8 +356,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--iters", type=int, default=20, help="timed training iterations (a quarter for ResNet-50)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--recipe-epochs", type=int, default=4)
-    parser.add_argument("--recipe-iters", type=int, default=12)
+    parser.add_argument("--recipe-epochs", type=int, default=8, help="chapter 01's synth recipe: 8")
+    parser.add_argument("--recipe-iters", type=int, default=40, help="iterations per epoch (chapter 01: 47)")
     parser.add_argument("--num-ids", type=int, default=120, help="identities of the rendered SynthReID world")
     parser.add_argument(
         "--accuracy",

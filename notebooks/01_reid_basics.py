@@ -555,10 +555,12 @@ if profile != "paper":
     same_family = np.mean(
         [family_of.get(int(t)) == family_of.get(int(q)) for t, q in zip(top1[wrong], q_pids[wrong]) if t > 0]
     )
+    share = 100 * float(same_family)
+    most = "most of" if share > 50 else "some of" if share > 0 else "none of"
     display(
         Markdown(
-            f"Of this model's wrong first choices, {100 * same_family:.0f}% show a member of the query's own "
-            "look-alike family: most mistakes are the near-twins the world was built to contain."
+            f"Of this model's wrong first choices, {share:.0f}% show a member of the query's own look-alike "
+            f"family: {most} its mistakes are the near-twins the world was built to contain."
         )
     )
 card = ModelCard(

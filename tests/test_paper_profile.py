@@ -207,7 +207,7 @@ def test_paper_profile_through_the_papermill_pipe_then_a_changed_recipe_stops(sc
         f"{bin_dir / 'jupytext'} --to ipynb -o - {ROOT / 'notebooks' / notebook}.py | "
         f"{bin_dir / 'papermill'} - executed/{notebook}.ipynb -k python3 --no-progress-bar "
         f"-p profile paper -p dataset {dataset} -p data_root tiny -p results_dir pipe_results -p device cpu "
-        f"-y '{json.dumps({'overrides': overrides})}'"
+        f"-y '{json.dumps({'overrides': overrides, 'seeds': [0]})}'"
     )
     (scratch / "executed").mkdir(exist_ok=True)
     result = subprocess.run(
@@ -215,7 +215,7 @@ def test_paper_profile_through_the_papermill_pipe_then_a_changed_recipe_stops(sc
     )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     check_run(scratch, notebook, record_dataset, test_datasets, overrides, "pipe_results")
-    baseline = scratch / "pipe_results" / notebook / "baseline.json"
+    baseline = scratch / "pipe_results" / notebook / "baseline_seed0.json"
     first = baseline.read_bytes()
 
     changed = run_tool(scratch, notebook, dataset, {**overrides, "lr": 0.05}, results="pipe_results")
