@@ -250,10 +250,10 @@ from reid_core.chapters.alignedreid import (
     misaligned_pair,
     plot_alignment,
     plot_path_offsets,
-    train_and_evaluate,
+    train_and_evaluate_many,
 )
 from reid_core.data import prepare_synthreid
-from reid_core.engine import run_side_by_side, seed_everything, values_or_raise
+from reid_core.engine import default_run_workers, run_side_by_side, seed_everything, values_or_raise
 from reid_core.evaluation import pairwise_distance
 from reid_core.losses import AlignedReIDLoss, classification_mutual_loss, metric_mutual_loss
 from reid_core.models import AlignedReID
@@ -649,10 +649,10 @@ print("... and leaves net 2 alone:", logits_2.grad is None and feats_2.grad is N
 # last bits of the gradient changed from call to call (the global-only networks, which have no
 # such step, were identical run after run), and two epochs of training magnified those bits
 # into points of rank-1. The loss now picks the stripes with `index_select`, whose backward
-# adds in a fixed order, and each run also asks torch for deterministic kernels and runs in a
-# process of its own with one thread (`train_and_evaluate(arm=..., seed=...)`; two such
-# processes side by side use both cores, which is the fast path anyway, so none of this costs
-# time). The repository's tests check both: the local loss's gradient is the same on every call
+# adds in a fixed order. Each run (`train_and_evaluate(arm=..., seed=...)`) also seeds
+# everything it draws first, asks torch for deterministic kernels, and runs in a worker process
+# with one thread (two such processes side by side use both cores, which is the fast path
+# anyway, so none of this costs time). The repository's tests check both: the local loss's gradient is the same on every call
 # with two threads, and a run repeated with one seed returns exactly the same numbers (another
 # seed, other numbers). What remains is that another machine or thread count may round
 # differently in the last bits: one more reason why every claim below rests on several seeds.
@@ -684,7 +684,6 @@ for world, arms in arms_by_world.items():
                 )
             )
             keys.append((world, arm, seed))
-order = sorted(range(len(configs)), key=lambda i: configs[i]["arm"] != "mutual")  # the longest runs first
 batch = cfg["ids_per_batch"] * cfg["num_instances"]
 iters = {w: len(world_data[w].train) // batch for w in world_data}  # about one pass over the images per epoch
 if cfg["max_iters_per_epoch"] is not None:
@@ -693,19 +692,30 @@ passes = sum((2 if arm == "mutual" else 1) * iters[world] * batch * cfg["epochs"
 print(f"{len(configs)} runs over seeds {seeds}; about {passes:,} image passes of training in all")
 
 # %%
+# Starting a worker process costs seconds (Python, torch, the images): side by side, the runs are
+# packed into a few groups of equal cost (a mutual pair costs two), each group one process. A
+# run seeds itself first, so it gives the same numbers in a group as on its own.
+workers = default_run_workers(len(configs), device=dev) if cfg["side_by_side"] else 0
+n_groups = min(len(configs), 2 * workers) if workers else len(configs)
+groups, load = [[] for _ in range(n_groups)], [0] * n_groups
+for i in sorted(range(len(configs)), key=lambda i: configs[i]["arm"] != "mutual"):  # the costliest first
+    g = load.index(min(load))
+    groups[g].append(i)
+    load[g] += 2 if configs[i]["arm"] == "mutual" else 1
 start = time.perf_counter()
 outcomes = run_side_by_side(
-    partial(train_and_evaluate, recipe=cfg, weights=weights, device=str(dev), progress=profile == "paper"),
-    [configs[i] for i in order],
-    workers=None if cfg["side_by_side"] else 0,
-    device=dev,
+    partial(train_and_evaluate_many, recipe=cfg, weights=weights, device=str(dev), progress=profile == "paper"),
+    [dict(runs=[configs[i] for i in group]) for group in groups],
+    workers=workers,
     desc="AlignedReID runs",
     progress=profile != "smoke",
 )
-runs = dict(zip([keys[i] for i in order], values_or_raise(outcomes)))
+runs = {
+    keys[i]: result for group, results in zip(groups, values_or_raise(outcomes)) for i, result in zip(group, results)
+}
 print(
-    f"{len(runs)} trainings and evaluations in {time.perf_counter() - start:.0f} s "
-    f"(summed over the runs: {sum(o.seconds for o in outcomes):.0f} s)"
+    f"{len(runs)} trainings and evaluations in {len(groups)} processes, {time.perf_counter() - start:.0f} s "
+    f"(summed over the processes: {sum(o.seconds for o in outcomes):.0f} s)"
 )
 
 # %% [markdown]

@@ -241,3 +241,19 @@ def test_local_triplet_gradient_is_the_same_on_every_call_with_two_threads() -> 
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(g, grads[0]) for g in grads)
+
+
+def test_runs_packed_in_one_process_give_what_they_give_alone(tiny) -> None:
+    from reid_core.chapters.alignedreid import train_and_evaluate_many
+
+    world, weights = tiny
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        shared = dict(world=world, recipe=RECIPE, weights=weights, rerank=False)
+        packed = train_and_evaluate_many([dict(arm="global", seed=1), dict(arm="global", seed=0)], **shared)
+        alone = train_and_evaluate(arm="global", seed=0, **shared)
+    finally:
+        torch.set_num_threads(threads)
+    assert packed[1]["variants"] == alone["variants"]
+    assert packed[0]["seed"] == 1 and packed[1]["seed"] == 0

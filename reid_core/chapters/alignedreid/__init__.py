@@ -25,6 +25,7 @@ from reid_core.chapters.alignedreid.experiment import (
     misaligned_pair,
     path_offsets,
     train_and_evaluate,
+    train_and_evaluate_many,
     widest_path_offsets,
 )
 from reid_core.chapters.alignedreid.figures import (
@@ -40,6 +41,7 @@ __all__ = [
     "evaluate_run_model",
     "path_offsets",
     "train_and_evaluate",
+    "train_and_evaluate_many",
     "widest_path_offsets",
     "band_offset_bound",
     "AblationRow",

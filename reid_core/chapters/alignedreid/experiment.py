@@ -62,6 +62,7 @@ __all__ = [
     "widest_path_offsets",
     "band_offset_bound",
     "train_and_evaluate",
+    "train_and_evaluate_many",
 ]
 
 
@@ -798,3 +799,21 @@ def train_and_evaluate(
     if offsets and world.root is not None:
         out["offsets"] = path_offsets(world.root, data.query, data.gallery, features)  # type: ignore[arg-type, attr-defined]
     return out
+
+
+def train_and_evaluate_many(runs: Sequence[Mapping[str, object]], **shared: object) -> list[dict[str, object]]:
+    """:func:`train_and_evaluate` for several runs, one after another in this process.
+
+    Each run seeds itself first, so its result is the same as a call on its own (the tests check
+    it); packing several runs into one worker process only saves the cost of starting one
+    process per run.
+
+    Args:
+        runs: one dict of :func:`train_and_evaluate`'s per-run arguments (``arm``, ``seed``, ...)
+            per run.
+        **shared: the arguments every run shares (``world`` may be per run or shared).
+
+    Returns:
+        The runs' results, in order.
+    """
+    return [train_and_evaluate(**{**shared, **run}) for run in runs]  # type: ignore[arg-type]
