@@ -214,6 +214,7 @@ cfg
 # %%
 import itertools
 import math
+import os
 import time
 from functools import partial
 
@@ -324,14 +325,16 @@ plt.show()
 # %% [markdown]
 # How large are the detector's errors, in stripes? A box shifted down by a fraction $t_y$ of its
 # height moves every body part by $S\,t_y$ stripes, with $S$ the number of stripes (the
-# network's final map height, computed in "The model" below: 4 in `synth`). Over all test images:
+# network's final map height, computed in "The model" below: 4 in `synth`). Over the test images
+# of the identities (distractor crops left out):
 
 # %%
 stripes_in_use = cfg["height"] // (16 if cfg["last_stride"] == 1 else 32)  # the final map's height
 if misaligned_root is not None:
     shifts = box_shifts(misaligned_root)
-    shift_y = np.array([s for s, _ in shifts.values()])
-    scale = np.array([c for _, c in shifts.values()])
+    people = [p for p, pid, _ in world_data[misaligned_world].query + world_data[misaligned_world].gallery if pid > 0]
+    shift_y = np.array([shifts[os.path.basename(p)][0] for p in people])  # the test identities' boxes only
+    scale = np.array([shifts[os.path.basename(p)][1] for p in people])
     widest_gap = stripes_in_use * (shift_y.max() - shift_y.min())
     display(
         Markdown(
