@@ -11,13 +11,14 @@ Chapter: 03 (AlignedReID).
 
 from reid_core.alignment.batched import aligned_distance, paired_aligned_distance, pairwise_aligned_distance
 from reid_core.alignment.recurrence import AlignedPath, aligned_path, shortest_path_table, stripe_distance_matrix
-from reid_core.alignment.unaligned import unaligned_local_distance
+from reid_core.alignment.unaligned import paired_unaligned_distance, unaligned_local_distance
 
 __all__ = [
     "AlignedPath",
     "aligned_distance",
     "aligned_path",
     "paired_aligned_distance",
+    "paired_unaligned_distance",
     "pairwise_aligned_distance",
     "shortest_path_table",
     "stripe_distance_matrix",

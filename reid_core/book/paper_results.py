@@ -166,7 +166,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         "Market-1501",
         87.05,
         71.38,
-        source="AlignedReID-Re-Production-Pytorch README",
+        source="Huang 2018, AlignedReID-Re-Production-Pytorch README (re-production)",
+        note="no ID loss (-idlw 0), features not normalised",
     ),
     PaperResult(
         "alignedreid",
@@ -176,7 +177,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         89.85,
         85.49,
         reranked=True,
-        source="AlignedReID-Re-Production-Pytorch README",
+        source="Huang 2018, AlignedReID-Re-Production-Pytorch README (re-production)",
+        note="no ID loss (-idlw 0), features not normalised",
     ),
     PaperResult(
         "alignedreid",
@@ -185,7 +187,9 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         "Market-1501",
         88.18,
         73.34,
-        source="AlignedReID-Scores.xlsx (GL+LL+TWGALD)",
+        source="Huang 2018, AlignedReID-Scores.xlsx, row GL+LL+TWGALD (re-production)",
+        note="global + local loss, no ID loss, tested with global + local distance; "
+        "local hard samples mined by the local distance",
     ),
     PaperResult(
         "alignedreid",
@@ -194,7 +198,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         "Market-1501",
         88.78,
         75.76,
-        source="AlignedReID-Re-Production-Pytorch README",
+        source="Huang 2018, AlignedReID-Re-Production-Pytorch README (re-production)",
+        note="metric mutual loss only (-pmlw 0 -gdmlw 1), no ID loss",
     ),
     PaperResult(
         "alignedreid",
@@ -204,7 +209,8 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
         91.92,
         88.27,
         reranked=True,
-        source="AlignedReID-Re-Production-Pytorch README",
+        source="Huang 2018, AlignedReID-Re-Production-Pytorch README (re-production)",
+        note="metric mutual loss only (-pmlw 0 -gdmlw 1), no ID loss",
     ),
     # --- EnsembleNet: the paper's tables could not be read (searched again for the evidence rewrite:
     # the stored copy of the public full text on dokumen.tips ends after the abstract and the start

@@ -16,6 +16,11 @@ AlignedReID applies it twice:
   computed; ``mining="local"`` mines them with the local distance itself (LHSFLD), which
   needs the full B x B local matrix.
 
+``local_distance="row"`` replaces the aligned distance in :math:`L_L` by the row-by-row one
+(stripe :math:`i` against stripe :math:`i`, :mod:`reid_core.alignment.unaligned`): the same
+local branch and loss with the alignment switched off, the control that tells what the
+*alignment* adds to training beyond the local branch itself.
+
 The model's total loss :math:`L = L_G + L_L + L_{ID}` (plus mutual terms,
 :mod:`reid_core.losses.mutual`) is assembled by :class:`AlignedReIDLoss` or by the caller.
 Distances are computed in float32 with autocast off (AMP would otherwise run them in float16).
@@ -34,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reid_core.alignment import paired_aligned_distance, pairwise_aligned_distance
+from reid_core.alignment import paired_aligned_distance, paired_unaligned_distance, pairwise_aligned_distance
 from reid_core.evaluation.distance import pairwise_distance
 from reid_core.losses.triplet import hard_example_mining
 from reid_core.models.outputs import ReIDOutput
@@ -43,6 +48,8 @@ __all__ = ["AlignedTripletLoss", "AlignedReIDLoss", "MINING"]
 
 Mining = Literal["global", "local"]
 MINING = ("global", "local")
+LocalDistance = Literal["aligned", "row"]
+LOCAL_DISTANCES = ("aligned", "row")
 
 
 class AlignedTripletLoss(nn.Module):
@@ -53,6 +60,8 @@ class AlignedTripletLoss(nn.Module):
         local_margin: margin of the local triplet (0.3).
         mining: ``"global"``: the local triplet reuses the hard positive/negative mined by the
             global distance (the paper's default); ``"local"``: mine them by the local distance.
+        local_distance: ``"aligned"`` (the paper's shortest path) or ``"row"`` (stripe i against
+            stripe i only: the control without alignment).
 
     Returns from ``forward``: ``{"global": L_G, "local": L_L}``, two scalars. Anchors with no
     negative in the batch are left out of both means (as :class:`~reid_core.losses.triplet.TripletLoss`).
@@ -65,13 +74,22 @@ class AlignedTripletLoss(nn.Module):
         ['global', 'local']
     """
 
-    def __init__(self, margin: float = 0.3, local_margin: float = 0.3, mining: Mining = "global") -> None:
+    def __init__(
+        self,
+        margin: float = 0.3,
+        local_margin: float = 0.3,
+        mining: Mining = "global",
+        local_distance: LocalDistance = "aligned",
+    ) -> None:
         super().__init__()
         if margin < 0 or local_margin < 0:
             raise ValueError(f"margins must be >= 0, got margin={margin}, local_margin={local_margin}")
         if mining not in MINING:
             raise ValueError(f"mining must be one of {MINING}, got {mining!r}")
+        if local_distance not in LOCAL_DISTANCES:
+            raise ValueError(f"local_distance must be one of {LOCAL_DISTANCES}, got {local_distance!r}")
         self.margin, self.local_margin, self.mining = margin, local_margin, mining
+        self.local_distance = local_distance
 
     def forward(self, global_feat: Tensor, local_feat: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Args: global_feat (B, C), local_feat (B, S, d), labels (B,). Returns: {"global", "local"}."""
@@ -120,12 +138,20 @@ class AlignedTripletLoss(nn.Module):
         assert local_feat is not None  # checked above
         with torch.autocast(device_type=local_feat.device.type, enabled=False):
             local_feat = local_feat.float()
+            paired = paired_aligned_distance if self.local_distance == "aligned" else paired_unaligned_distance
             if self.mining == "global":
-                ap_local = paired_aligned_distance(local_feat, local_feat[pos_index])  # (B,)
-                an_local = paired_aligned_distance(local_feat, local_feat[neg_index])  # (B,)
+                # index_select, not local_feat[pos_index]: the backward of advanced indexing is
+                # index_put_ with accumulation, which on a multi-threaded CPU adds with atomics in
+                # an order that changes from call to call (runs of one seed drifted apart);
+                # index_select's backward (index_add_) sums in a fixed order.
+                ap_local = paired(local_feat, local_feat.index_select(0, pos_index))  # (B,)
+                an_local = paired(local_feat, local_feat.index_select(0, neg_index))  # (B,)
             else:
-                if local_dist is None:
+                if local_dist is None and self.local_distance == "aligned":
                     local_dist = pairwise_aligned_distance(local_feat)  # (B, B)
+                elif local_dist is None:
+                    b = local_feat.shape[0]
+                    local_dist = paired(local_feat.repeat_interleave(b, dim=0), local_feat.repeat(b, 1, 1)).view(b, b)
                 ap_local, an_local, _, _ = hard_example_mining(local_dist, labels)  # (B,) each
         local_loss = F.relu(self.local_margin + ap_local[valid] - an_local[valid]).mean()
         return {"global": global_loss, "local": local_loss}
@@ -148,7 +174,7 @@ class AlignedReIDLoss(nn.Module):
     Market-1501 runs (87.05 -> 84.68 rank-1), so ``id_weight`` is a parameter.
 
     Args:
-        margin, local_margin, mining: see :class:`AlignedTripletLoss`.
+        margin, local_margin, mining, local_distance: see :class:`AlignedTripletLoss`.
         id_weight, global_weight, local_weight: term weights.
     """
 
@@ -160,10 +186,11 @@ class AlignedReIDLoss(nn.Module):
         id_weight: float = 1.0,
         global_weight: float = 1.0,
         local_weight: float = 1.0,
+        local_distance: LocalDistance = "aligned",
     ) -> None:
         super().__init__()
         check_nonnegative_weights(id_weight=id_weight, global_weight=global_weight, local_weight=local_weight)
-        self.triplet = AlignedTripletLoss(margin, local_margin, mining)
+        self.triplet = AlignedTripletLoss(margin, local_margin, mining, local_distance)
         self.id_weight, self.global_weight, self.local_weight = id_weight, global_weight, local_weight
 
     def terms(

@@ -4,20 +4,29 @@ Notebook: ``notebooks/03_alignedreid.py``.
 """
 
 from reid_core.chapters.alignedreid.experiment import (
+    ARMS,
     TEST_DISTANCES,
     AblationRow,
     DistanceBlocks,
     ExamplePair,
+    WorldSpec,
     ablation_markdown,
     ablation_rows,
+    band_offset_bound,
     box_shifts,
+    build_alignedreid,
     cross_camera_pair,
     distance_blocks,
+    evaluate_run_model,
     evaluate_test_distances,
     expected_path_offset,
     extract_global_local,
     mean_path_offsets,
     misaligned_pair,
+    path_offsets,
+    train_and_evaluate,
+    train_and_evaluate_many,
+    widest_path_offsets,
 )
 from reid_core.chapters.alignedreid.figures import (
     plot_ablation_bars,
@@ -26,6 +35,15 @@ from reid_core.chapters.alignedreid.figures import (
 )
 
 __all__ = [
+    "ARMS",
+    "WorldSpec",
+    "build_alignedreid",
+    "evaluate_run_model",
+    "path_offsets",
+    "train_and_evaluate",
+    "train_and_evaluate_many",
+    "widest_path_offsets",
+    "band_offset_bound",
     "AblationRow",
     "DistanceBlocks",
     "ExamplePair",

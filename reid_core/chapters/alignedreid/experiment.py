@@ -34,6 +34,7 @@ from reid_core.alignment import aligned_distance, aligned_path
 from reid_core.alignment.unaligned import unaligned_local_distance
 from reid_core.engine.evaluate import EvalResult, evaluate_distance
 from reid_core.engine.features import Features
+from reid_core.engine.precision import autocast_context, autocast_dtype
 from reid_core.evaluation.distance import compute_distance_matrix
 from reid_core.evaluation.rerank.k_reciprocal import re_ranking
 from reid_core.modes import eval_mode
@@ -53,6 +54,15 @@ __all__ = [
     "box_shifts",
     "expected_path_offset",
     "mean_path_offsets",
+    "ARMS",
+    "WorldSpec",
+    "build_alignedreid",
+    "evaluate_run_model",
+    "path_offsets",
+    "widest_path_offsets",
+    "band_offset_bound",
+    "train_and_evaluate",
+    "train_and_evaluate_many",
 ]
 
 
@@ -71,6 +81,7 @@ def extract_global_local(
     amp: bool = True,
     progress: bool = True,
     desc: str = "features",
+    precision: str = "auto",
 ) -> tuple[Features, Features]:
     """Global and stripe features of every image, from one forward pass per batch.
 
@@ -86,9 +97,11 @@ def extract_global_local(
         loader: yields ``(images, pids, camids, ...)`` in dataset order.
         device: where the model runs (default: where its parameters are).
         flip: average with the mirrored image.
-        amp: float16 autocast on CUDA.
+        amp: float16 autocast on CUDA, when ``precision`` is ``"auto"``.
         progress: tqdm bar.
         desc: the bar's label.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (bfloat16 autocast, the CPU profiles' fast
+            path); see :mod:`reid_core.engine.precision`. Features come back float32 either way.
 
     Returns:
         ``(global, local)``: :class:`Features` (N, C) and (N, S, d), float32 on the CPU, with
@@ -100,12 +113,12 @@ def extract_global_local(
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
+    dtype = autocast_dtype(precision, device, amp=amp)
     globals_, locals_, pids, camids = [], [], [], []
     with eval_mode(model):  # restores every sub-module's own flag afterwards
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=2.0):
             images = batch[0].to(device, non_blocking=True)  # (B, 3, H, W)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            with autocast_context(dtype, device):
                 g, loc = _global_and_local(model(images))  # (B, C), (B, S, d)
                 if flip:
                     g_m, loc_m = _global_and_local(model(torch.flip(images, dims=[3])))
@@ -476,3 +489,331 @@ def mean_path_offsets(local_a: Tensor, local_b: Tensor) -> Tensor:
         cells = aligned_path(local_a[k].float(), local_b[k].float()).path.float()  # (S_a + S_b - 1, 2)
         offsets[k] = (cells[:, 1] - cells[:, 0]).mean()
     return offsets
+
+
+# ------------------------------------------------------------------------------------------------
+# One training run of the chapter's experiment (an arm and a seed), for run_side_by_side.
+
+ARMS = ("global", "global + local", "global + local (row by row)", "mutual")
+"""What a run trains: the global branch only (:math:`L_{ID} + L_G`); the global and the local
+branch with the aligned local distance (:math:`L_{ID} + L_G + L_L`, the paper); the same with
+the row-by-row local distance in :math:`L_L` (the control: a local branch without alignment);
+and a mutual pair of global + local networks (Sec. 3.3 of the paper)."""
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Where a run finds its data (picklable, so that it can travel to a worker process).
+
+    Attributes:
+        name: the data's name in results (e.g. ``"synthreid_synth"``).
+        root: a SynthReID folder, or ``None`` for a real dataset.
+        dataset: a :func:`~reid_core.data.build_dataset` name when ``root`` is ``None``.
+        data_root: the datasets' folder for ``dataset``.
+        kwargs: extra reader arguments (e.g. CUHK03's ``split``).
+    """
+
+    name: str
+    root: str | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    kwargs: tuple[tuple[str, object], ...] = ()
+
+    def load(self) -> object:
+        """The dataset reader (``train``, ``query``, ``gallery`` lists)."""
+        from reid_core.data import SynthReID, build_dataset
+
+        if self.root is not None:
+            return SynthReID(self.root, verbose=False)
+        if self.dataset is None or self.data_root is None:
+            raise ValueError(f"WorldSpec {self.name!r} needs a SynthReID root or a dataset name and data_root")
+        return build_dataset(self.dataset, self.data_root, verbose=False, **dict(self.kwargs))
+
+
+def build_alignedreid(num_classes: int, recipe: Mapping[str, object], weights: object | None = None) -> nn.Module:
+    """The chapter's network: :class:`~reid_core.models.AlignedReID` with the recipe's backbone.
+
+    With ``weights`` (a :class:`~reid_core.book.PretrainedBackbone`) the backbone starts from
+    them (the CPU profiles' SynthReID pretraining); else from ImageNet when the recipe says
+    ``pretrained``. With ``normalize_local`` the stripes are L2-normalised
+    (:class:`~reid_core.models.NormalizedLocal`).
+    """
+    from reid_core.book import load_pretrained_backbone
+    from reid_core.models import AlignedReID, NormalizedLocal
+
+    net = AlignedReID(
+        num_classes,
+        backbone=str(recipe["backbone"]),
+        pretrained=bool(recipe["pretrained"]) and weights is None,
+        last_stride=int(recipe["last_stride"]),  # type: ignore[arg-type]
+        global_pool="avg",
+        local_pool="max",
+        local_dim=int(recipe["local_dim"]),  # type: ignore[arg-type]
+    )
+    if weights is not None:
+        load_pretrained_backbone(net.backbone, weights)  # type: ignore[arg-type]
+    return NormalizedLocal(net) if recipe["normalize_local"] else net
+
+
+def _criterion(arm: str, recipe: Mapping[str, object]) -> nn.Module:
+    from reid_core.losses import AlignedReIDLoss, MutualLearningLoss
+
+    common = dict(margin=recipe["margin"], local_margin=recipe["local_margin"], mining="global")
+    if arm == "mutual":
+        return MutualLearningLoss(
+            **common,  # type: ignore[arg-type]
+            id_weight=recipe["id_weight"],
+            prob_mutual_weight=recipe["prob_mutual_weight"],
+            global_mutual_weight=recipe["global_mutual_weight"],
+            local_mutual_weight=0.0,
+        )
+    return AlignedReIDLoss(
+        **common,  # type: ignore[arg-type]
+        id_weight=recipe["id_weight"],  # type: ignore[arg-type]
+        local_weight=0.0 if arm == "global" else 1.0,
+        local_distance="row" if arm == "global + local (row by row)" else "aligned",
+    )
+
+
+def _metrics(result: EvalResult) -> dict[str, float]:
+    return {k: float(v) for k, v in result.metrics.items()}
+
+
+def evaluate_run_model(
+    model: nn.Module,
+    query_loader: Iterable,
+    gallery_loader: Iterable,
+    local_trained: bool,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    progress: bool = False,
+    rerank: bool = True,
+) -> tuple[dict[str, dict[str, float]], tuple[Features, Features, Features, Features]]:
+    """Every test variant of one trained model: ``{variant: metrics}`` and its features.
+
+    Variants: ``"global"`` (and ``"global + RK"`` with ``rerank``); for a model whose local branch
+    was trained also ``"global+local"`` (+ RK), ``"local"`` (aligned) and ``"local (row by row)"``.
+
+    Returns:
+        ``(variants, (q_global, g_global, q_local, g_local))``.
+    """
+    qg, ql = extract_global_local(model, query_loader, device, precision=precision, progress=progress)
+    gg, gl = extract_global_local(model, gallery_loader, device, precision=precision, progress=progress)
+    main = ("global", "global+local") if local_trained else ("global",)
+    results = evaluate_test_distances(
+        qg, gg, ql, gl, distances=main, rerank=(False, True) if rerank else (False,), device=device
+    )
+    if local_trained:
+        results |= evaluate_test_distances(
+            qg, gg, ql, gl, distances=("local", "local (row by row)"), rerank=(False,), device=device
+        )
+    variants = {f"{test}{' + RK' if rr else ''}": _metrics(r) for (test, rr), r in results.items()}
+    return variants, (qg, gg, ql, gl)
+
+
+def widest_path_offsets(local_a: Tensor, local_b: Tensor) -> Tensor:
+    r"""Largest distance of each pair's shortest path from the diagonal, :math:`\max |j - i|` over its cells.
+
+    A path with widest offset 1 never leaves the band of one stripe around the diagonal.
+
+    Args:
+        local_a, local_b: (K, S_a, d) and (K, S_b, d) stripe features of K pairs.
+
+    Returns:
+        (K,) long, in stripes.
+    """
+    if local_a.dim() != 3 or local_b.dim() != 3 or local_a.shape[0] != local_b.shape[0]:
+        raise ValueError(
+            f"local_a and local_b must be (K, S, d) with the same K, "
+            f"got {tuple(local_a.shape)} and {tuple(local_b.shape)}"
+        )
+    widest = torch.empty(local_a.shape[0], dtype=torch.long)
+    for k in range(local_a.shape[0]):
+        cells = aligned_path(local_a[k].float(), local_b[k].float()).path  # (S_a + S_b - 1, 2)
+        widest[k] = (cells[:, 1] - cells[:, 0]).abs().max()
+    return widest
+
+
+def band_offset_bound(stripes: int) -> float:
+    r"""The largest mean offset of a path that stays within one stripe of the diagonal: :math:`(S-1)/(2S-1)`.
+
+    Such a path starts and ends on the diagonal (offset 0) and each move changes the offset by
+    one, so at best it alternates 0, 1, 0, 1, ..., 0 over its :math:`2S - 1` cells: :math:`S - 1`
+    ones (5/11 for S = 6, 3/7 for S = 4).
+    """
+    if stripes < 1:
+        raise ValueError(f"stripes must be >= 1, got {stripes}")
+    return (stripes - 1) / (2 * stripes - 1)
+
+
+def path_offsets(
+    root: str | Path, query: Sequence, gallery: Sequence, features: tuple[Features, Features, Features, Features]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted and learned path offsets of up to 600 same-identity query-gallery pairs.
+
+    The prediction is :func:`expected_path_offset` from the boxes' recorded shifts; the learned
+    offsets are :func:`mean_path_offsets` and :func:`widest_path_offsets` of the model's stripes.
+    Pairs are an even subsample of all same-identity pairs, in a fixed order.
+
+    Returns:
+        ``(predicted, mean, widest)``, (K,) arrays each.
+    """
+    q_glob, g_glob, q_loc, g_loc = features
+    shifts = box_shifts(root)
+    q_names = [Path(p).name for p, _, _ in query]
+    g_names = [Path(p).name for p, _, _ in gallery]
+    qi, gi = np.nonzero((q_glob.pids[:, None] == g_glob.pids[None, :]) & (q_glob.pids[:, None] > 0))
+    keep = np.linspace(0, len(qi) - 1, num=min(len(qi), 600)).astype(int)
+    qi, gi = qi[keep], gi[keep]
+    stripes = q_loc.features.shape[1]
+    expected = np.array(
+        [expected_path_offset(shifts[q_names[a]][0], shifts[g_names[b]][0], stripes) for a, b in zip(qi, gi)]
+    )
+    measured = mean_path_offsets(q_loc.features[qi], g_loc.features[gi]).numpy()
+    widest = widest_path_offsets(q_loc.features[qi], g_loc.features[gi]).numpy()
+    return expected, measured, widest
+
+
+def train_and_evaluate(
+    *,
+    arm: str,
+    seed: int,
+    world: WorldSpec,
+    recipe: Mapping[str, object],
+    weights: object | None = None,
+    device: str = "cpu",
+    figure_paths: Sequence[str] = (),
+    offsets: bool = False,
+    rerank: bool = True,
+    checkpoint_root: str | None = None,
+    progress: bool = False,
+) -> dict[str, object]:
+    """One run of the chapter's experiment: train ``arm`` on ``world`` with ``seed``, evaluate it.
+
+    Seeds everything first, so the result depends only on the arguments (and the thread count).
+    Seed ``s`` gives every arm the same initial weights (the pretrained backbone and the same
+    draws for the new heads: the model always has its local branch, used or not) and the same
+    batches and flips, so arms are paired. A mutual pair's first network starts from exactly
+    those weights, its second from the next draws.
+
+    Args:
+        arm: one of :data:`ARMS`.
+        seed: the run's seed.
+        world: the data.
+        recipe: the profile's settings (backbone, input size, batches, optimiser, losses).
+        weights: the pretrained backbone (:class:`~reid_core.book.PretrainedBackbone`) or ``None``.
+        device: where to train.
+        figure_paths: images whose stripes the caller wants for its alignment figure.
+        offsets: also return the predicted and learned path offsets (SynthReID only).
+        rerank: also evaluate the re-ranked variants (k-reciprocal, k1=20, k2=6, lambda=0.3).
+        checkpoint_root: resume from / write ``last.pt`` checkpoints under this folder (long runs).
+        progress: bars.
+
+    Returns:
+        A picklable dict: ``variants`` (test variant -> metrics; a mutual run also has
+        ``"net 2: ..."`` variants), ``history``, ``train_seconds``, ``stripes``, and on request
+        ``figure_local`` ((len(figure_paths), S, d)) and ``offsets`` (predicted, learned).
+    """
+    import time
+
+    from reid_core.engine import TrainConfig, Trainer, build_test_loader, build_train_loader, seed_everything
+    from reid_core.losses import MutualPair
+
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+    seed_everything(seed, deterministic=True)  # deterministic kernels where torch has a choice
+    dev = torch.device(device)
+    data = world.load()
+    height, width = int(recipe["height"]), int(recipe["width"])  # type: ignore[arg-type]
+    precision = str(recipe.get("precision", "auto"))
+    preload = dev.type == "cpu" or world.root is not None
+    train_loader = build_train_loader(
+        data.train,  # type: ignore[attr-defined]
+        height,
+        width,
+        batch_size=int(recipe["ids_per_batch"]) * int(recipe["num_instances"]),  # type: ignore[arg-type]
+        num_instances=int(recipe["num_instances"]),  # type: ignore[arg-type]
+        preload=preload,
+        workers=0 if dev.type == "cpu" else None,
+        seed=seed,
+        batch_augment=bool(recipe.get("batch_augment", False)),
+        device=dev,
+        pad=0,  # flips only (the re-production's augmentation): pad-and-crop would itself misalign the boxes
+        random_erasing_p=0.0,
+    )
+    test_workers = 0 if dev.type == "cpu" else None
+    query_loader = build_test_loader(data.query, height, width, preload=preload, workers=test_workers)  # type: ignore[attr-defined]
+    gallery_loader = build_test_loader(data.gallery, height, width, preload=preload, workers=test_workers)  # type: ignore[attr-defined]
+    num_classes = len({pid for _, pid, _ in data.train})  # type: ignore[attr-defined]
+    torch.manual_seed(seed)  # the heads' initial weights: the same draws in every arm
+    model = build_alignedreid(num_classes, recipe, weights)
+    if arm == "mutual":
+        model = MutualPair(model, build_alignedreid(num_classes, recipe, weights))
+    config = TrainConfig(
+        epochs=int(recipe["epochs"]),  # type: ignore[arg-type]
+        optimizer=str(recipe["optimizer"]),
+        lr=float(recipe["lr"]),  # type: ignore[arg-type]
+        weight_decay=float(recipe["weight_decay"]),  # type: ignore[arg-type]
+        scheduler=str(recipe["scheduler"]),
+        milestones=tuple(recipe["milestones"]),  # type: ignore[arg-type]
+        decay_start=recipe["decay_start"],  # type: ignore[arg-type]
+        warmup_epochs=0.0,
+        max_iters_per_epoch=recipe["max_iters_per_epoch"],  # type: ignore[arg-type]
+        seed=seed,
+        progress=progress,
+        precision=precision,
+        checkpoint_dir=checkpoint_root,
+    )
+    start = time.perf_counter()
+    history = Trainer(model, _criterion(arm, recipe), train_loader, config, device=dev).fit()
+    train_seconds = time.perf_counter() - start
+    nets = (model.net1, model.net2) if arm == "mutual" else (model,)
+    variants: dict[str, dict[str, float]] = {}
+    features = None
+    for k, net in enumerate(nets):
+        found, feats = evaluate_run_model(
+            net,
+            query_loader,
+            gallery_loader,
+            arm != "global",
+            dev,
+            precision=precision,
+            progress=progress,
+            rerank=rerank,
+        )
+        variants |= {(name if k == 0 else f"net 2: {name}"): m for name, m in found.items()}
+        features = feats if k == 0 else features
+    out: dict[str, object] = {
+        "arm": arm,
+        "seed": seed,
+        "world": world.name,
+        "variants": variants,
+        "history": history,
+        "train_seconds": train_seconds,
+        "stripes": int(features[2].features.shape[1]),  # type: ignore[index]
+    }
+    if figure_paths:
+        loader = build_test_loader([(p, 0, 0) for p in figure_paths], height, width, preload=False, workers=0)
+        _, local = extract_global_local(nets[0], loader, dev, precision=precision, progress=False)
+        out["figure_local"] = local.features  # (len(figure_paths), S, d)
+    if offsets and world.root is not None:
+        out["offsets"] = path_offsets(world.root, data.query, data.gallery, features)  # type: ignore[arg-type, attr-defined]
+    return out
+
+
+def train_and_evaluate_many(runs: Sequence[Mapping[str, object]], **shared: object) -> list[dict[str, object]]:
+    """:func:`train_and_evaluate` for several runs, one after another in this process.
+
+    Each run seeds itself first, so its result is the same as a call on its own (the tests check
+    it); packing several runs into one worker process only saves the cost of starting one
+    process per run.
+
+    Args:
+        runs: one dict of :func:`train_and_evaluate`'s per-run arguments (``arm``, ``seed``, ...)
+            per run.
+        **shared: the arguments every run shares (``world`` may be per run or shared).
+
+    Returns:
+        The runs' results, in order.
+    """
+    return [train_and_evaluate(**{**shared, **run}) for run in runs]  # type: ignore[arg-type]
