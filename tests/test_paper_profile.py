@@ -48,13 +48,12 @@ CASES = {  # notebook -> (training dataset, overrides of the paper profile, the 
     "02_metric_learning": (
         "dukemtmcreid",
         {
-            **SMALL,
+            "imagenet": False,  # chapter 02 names the ImageNet switch `imagenet`
             "toy_width": 8,
             "toy_epochs": 1,
             "toy_max_iters": 1,
             "unseen_dim": 8,
             "unseen_epochs": 1,
-            "unseen_seeds": [0],
             "backbone": "resnet10",
             "embedding_dim": 16,
             "height": 32,
@@ -175,12 +174,13 @@ def check_run(
     assert not [o for o in outputs if o.get("output_type") == "error"]
     records = [json.loads(p.read_text()) for p in sorted((folder / results / notebook).glob("*.json"))]
     assert records, f"no results JSON under {folder / results / notebook}"
+    records = [r for r in records if not r["dataset"].startswith("sklearn digits")]  # chapter 02's digits toy
     for record in records:
         assert record["profile"] == "paper" and record["notebook"] == notebook
         assert record["dataset"] == dataset, record
         assert 0.0 <= record["rank1"] <= 100.0 and 0.0 <= record["mAP"] <= 100.0
     assert {r["test_dataset"] for r in records if "test_dataset" in r} == test_datasets
-    checkpoints = sorted((folder / "checkpoints" / notebook).glob("*/last.pt"))  # beside results_dir
+    checkpoints = sorted((folder / "checkpoints" / notebook).glob("**/last.pt"))  # beside results_dir
     assert checkpoints, f"no checkpoint under {folder / 'checkpoints' / notebook}"
     epochs = overrides["epochs"]
     for path in checkpoints:
