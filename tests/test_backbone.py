@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from reid_core.models.backbone import STAGES, build_backbone
+from reid_core.models.backbone import STAGES, StemMaxPool, build_backbone
 
 # Channels after stem, layer1..layer4, from the ResNet paper (He et al. 2016, Table 1):
 # BasicBlock nets keep 64..512, Bottleneck nets expand by 4.
@@ -97,3 +97,18 @@ def test_resnet10_is_one_block_per_stage_and_has_no_weights() -> None:
     assert net(torch.zeros(1, 3, 64, 32)).shape == (1, 512, 4, 2)
     with pytest.raises(ValueError, match="no ImageNet weights"):
         build_backbone("resnet10", pretrained=True)
+
+
+def test_stem_max_pool_gives_the_plain_max_pool_and_its_gradient() -> None:
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(4, 8, 33, 17))  # (B, C, H, W), many zeros: ties inside the windows
+    x[0, 0, :4, :4] = 1.0  # a window of equal values
+    plain, ours = nn.MaxPool2d(3, 2, 1), StemMaxPool(3, 2, 1)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_plain, out_ours = plain(a), ours(b)  # (4, 8, 17, 9)
+    assert out_ours.is_contiguous() and torch.equal(out_plain, out_ours)
+    weights = torch.randn_like(out_plain)
+    (out_plain * weights).sum().backward()
+    (out_ours * weights).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    assert isinstance(build_backbone("resnet10").stem[3], StemMaxPool)

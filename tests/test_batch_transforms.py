@@ -17,10 +17,10 @@ from PIL import Image
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment
+from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment, NormalizingCollate
 from reid_core.data.image_dataset import ImageDataset
 from reid_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
-from reid_core.engine.loaders import build_train_loader
+from reid_core.engine.loaders import build_test_loader, build_train_loader
 
 HEIGHT, WIDTH, PAD = 64, 32, 10  # the synth profiles' input size and the baseline's padding
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -266,3 +266,20 @@ def test_train_loader_with_batch_augment(items) -> None:
         build_train_loader(
             items, HEIGHT, WIDTH, batch_size=8, num_instances=2, workers=0, batch_augment=True, color_jitter=True
         )
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_test_loader_gives_the_per_image_test_transform_exactly(items, preload: bool) -> None:
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    loader = build_test_loader(items, HEIGHT, WIDTH, batch_size=5, preload=preload, workers=0, mean=mean, std=std)
+    assert isinstance(loader.collate_fn, NormalizingCollate)
+    images, pids, camids, indices = (torch.cat([torch.as_tensor(b[k]) for b in loader]) for k in range(4))
+    per_image = build_transforms(HEIGHT, WIDTH, is_train=False, mean=mean, std=std)
+    expected = torch.stack([per_image(ImageDataset(items)[i][0]) for i in range(len(items))])  # from full size
+    assert images.dtype == torch.float32 and torch.equal(images, expected)  # (24, 3, H, W), bit for bit
+    assert pids.tolist() == [p for _, p, _ in items] and camids.tolist() == [c for _, _, c in items]
+    assert indices.tolist() == list(range(len(items)))
+    with pytest.raises(ValueError, match="pad"):
+        build_test_loader(items, HEIGHT, WIDTH, pad=4)  # a training keyword: named, not ignored
+    with pytest.raises(ValueError, match="uint8"):
+        NormalizingCollate()([(torch.zeros(3, 4, 2), 0, 0, 0)])

@@ -236,3 +236,24 @@ def test_eval_mode_restores_each_submodule():
     model.train()
     extract_features(model, loader, "cpu", progress=False)
     assert model.training
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_trainer_uses_the_fused_optimizer_and_it_steps_like_the_loop(name: str) -> None:
+    trainer = Trainer(_TinyNet(), _ce, _loader(), _cfg(epochs=1, optimizer=name, lr=0.01), device="cpu")
+    assert trainer.optimizer.defaults["fused"] is True
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    extra = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+    fused = kind(params, lr=0.01, weight_decay=5e-4, fused=True, **extra)
+    loop = kind(twins, lr=0.01, weight_decay=5e-4, foreach=False, **extra)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for p, q, g in zip(params, twins, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        loop.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

@@ -99,3 +99,43 @@ def test_corrupt_truncated_and_missing_images_name_the_file(tmp_path: Path) -> N
 def test_rejects_malformed_items() -> None:
     with pytest.raises(ValueError, match=r"items\[1\]"):
         ImageDataset([("a.jpg", 0, 0), ("b.jpg", 1)])  # type: ignore[list-item]
+
+
+def test_a_second_dataset_of_the_same_files_reuses_the_decoded_images(items_and_pixels, monkeypatch) -> None:
+    from reid_core.data import image_dataset
+
+    items, pixels = items_and_pixels
+    monkeypatch.setattr(image_dataset, "_DECODED", image_dataset._DecodedImages())
+    decoded: list[str] = []
+    real_read = image_dataset.read_image
+
+    def counting_read(path: str) -> torch.Tensor:
+        decoded.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(image_dataset, "read_image", counting_read)
+    first = ImageDataset(items, preload=True)
+    second = ImageDataset(items, preload=True)
+    assert len(decoded) == 3  # the second dataset decoded nothing
+    for index in range(3):
+        assert torch.equal(first[index][0], second[index][0])
+    ImageDataset(items, preload=True, size=(4, 2))  # another size: decoded again, resized
+    assert len(decoded) == 6
+    new_pixels = write_png(Path(items[1][0]), 99, (10, 6))  # a file rewritten on disk is read afresh
+    third = ImageDataset(items, preload=True)
+    assert len(decoded) == 9
+    np.testing.assert_array_equal(third[1][0].permute(1, 2, 0).numpy(), new_pixels)
+
+
+def test_the_decoded_image_cache_drops_the_least_recently_used_past_its_budget(items_and_pixels, monkeypatch) -> None:
+    from reid_core.data import image_dataset
+
+    items, pixels = items_and_pixels
+    one_set = sum(p.size for p in pixels)
+    cache = image_dataset._DecodedImages(max_bytes=one_set + 10)  # room for one full set only
+    monkeypatch.setattr(image_dataset, "_DECODED", cache)
+    ImageDataset(items, preload=True)
+    ImageDataset(items[:1], preload=True)  # over budget: the older, full set goes
+    assert len(cache._entries) == 1 and cache._bytes() == pixels[0].size
+    with pytest.raises(ImageLoadError, match="nowhere.png"):
+        ImageDataset([("/nowhere.png", 0, 0)], preload=True)

@@ -119,3 +119,21 @@ def test_default_workers() -> None:
     assert default_run_workers(5, device="cpu") == min(5, cores)
     assert default_run_workers(1, device="cpu") == 1
     assert default_run_workers(8, threads_per_worker=cores, device="cpu") == 1
+
+
+def test_a_worker_runs_one_config_after_another() -> None:
+    runs = [{"seed": seed} for seed in range(5)]
+    out = values_or_raise(run_side_by_side(train_tiny, runs, workers=2, progress=False))
+    assert len({o["pid"] for o in out}) == 2  # two worker processes for five runs
+    alone = values_or_raise(run_side_by_side(train_tiny, runs[4:], workers=1, progress=False))
+    assert out[4]["hash"] == alone[0]["hash"]  # the fifth run, after others in its worker, as if alone
+
+
+def test_a_dead_worker_fails_only_its_run_and_is_replaced() -> None:
+    runs = [{"index": 0, "how": "return"}, {"index": 1, "how": "die"}] + [
+        {"index": i, "how": "return"} for i in range(2, 6)
+    ]
+    outcomes = run_side_by_side(succeed_fail_or_die, runs, workers=1, progress=False)
+    assert [o.ok for o in outcomes] == [True, False, True, True, True, True]
+    assert "exit code 3" in outcomes[1].error and outcomes[1].config == runs[1]
+    assert [o.value for o in outcomes if o.ok] == [0, 2, 3, 4, 5]

@@ -19,7 +19,7 @@ from reid_core.data.base import (
     relabel,
     report_notes,
 )
-from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment
+from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment, NormalizingCollate
 from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
 from reid_core.data.digits import DigitsSplit, load_digits_split
 from reid_core.data.dukemtmc import DukeMTMCreID
@@ -53,6 +53,7 @@ __all__ = [
     "AugmentParams",
     "AugmentedLoader",
     "BatchAugment",
+    "NormalizingCollate",
     "CUHK03",
     "DATASETS",
     "DatasetLayoutError",

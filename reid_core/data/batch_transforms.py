@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from torch.utils.data import default_collate
 
 from reid_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["AugmentParams", "AugmentedLoader", "BatchAugment"]
+__all__ = ["AugmentParams", "AugmentedLoader", "BatchAugment", "NormalizingCollate"]
 
 
 @dataclass
@@ -290,3 +291,46 @@ class AugmentedLoader:
 
     def __repr__(self) -> str:
         return f"AugmentedLoader({self.augment!r}, device={self.device})"
+
+
+class NormalizingCollate:
+    """A ``collate_fn`` that stacks uint8 images and normalises the whole batch at once.
+
+    The test pipeline (resize, scale to [0, 1], normalise) run per image costs about a third of a
+    small network's feature extraction on the CPU in Python overhead. With the images resized
+    once when decoded (``ImageDataset(size=...)``, the same antialiased resize), this collate
+    gives the same numbers: :math:`x' = (x / 255 - \\mu) / \\sigma`, computed as torchvision's
+    ``ToDtype(scale=True)`` and ``Normalize`` do. It is a picklable object, so loader worker
+    processes (and :func:`~reid_core.engine.distributed.extract_features_distributed`, which
+    reuses a loader's ``collate_fn``) apply it too.
+
+    Args:
+        mean, std: per-channel mean and standard deviation of images scaled to [0, 1].
+
+    Raises:
+        ValueError: a mean or std without 3 values, or a non-positive std; (when called) images
+            that are not a uint8 (B, 3, H, W) batch.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        self.mean, self.std = _channels("mean", mean), _channels("std", std)
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def __call__(self, samples: Sequence[Sequence[Any]]) -> list[Any]:
+        """Args: samples, ``(image (3, H, W) uint8, pid, camid, index)`` each.
+
+        Returns: the collated batch, its images (B, 3, H, W) float32 and normalised.
+        """
+        images, *rest = default_collate(samples)  # images (B, 3, H, W) uint8
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"NormalizingCollate expects uint8 (3, H, W) images, got {images.dtype} {tuple(images.shape[1:])}"
+            )
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        out = images.float().mul_(1.0 / 255)  # (B, 3, H, W) in [0, 1]
+        return [(out - mean) / std, *rest]  # (B, 3, H, W)
+
+    def __repr__(self) -> str:
+        return f"NormalizingCollate(mean={self.mean}, std={self.std})"

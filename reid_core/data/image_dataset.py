@@ -12,6 +12,7 @@ Chapter: 01 (the data pipeline).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -68,6 +69,57 @@ def _validate_items(items: Sequence[Item]) -> list[Item]:
     return checked
 
 
+class _DecodedImages:
+    """The preloaded images of recent datasets in this process, reused by the next dataset of the same files.
+
+    A chapter trains many runs on one world; in a worker process that runs them one after another
+    (:func:`~reid_core.engine.run_side_by_side`) each run would decode the same thousands of
+    images again. The key is every file's path, modification time and size, and the resize
+    target, so a file rewritten on disk is decoded afresh. The tensors are never written to
+    (:meth:`ImageDataset.__getitem__` returns copies). Least recently used entries are dropped
+    past :attr:`max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], list[Tensor]] = OrderedDict()
+
+    @staticmethod
+    def _key(items: Sequence[Item], size: tuple[int, int] | None) -> tuple[Any, ...]:
+        files = []
+        for path, _, _ in items:
+            try:
+                stat = os.stat(path)
+            except OSError as error:
+                raise ImageLoadError(f"cannot load image '{path}': {type(error).__name__}: {error}") from error
+            files.append((path, stat.st_mtime_ns, stat.st_size))
+        return (size, tuple(files))
+
+    def get_or_decode(
+        self, items: Sequence[Item], size: tuple[int, int] | None, decode: Callable[[], list[Tensor]]
+    ) -> list[Tensor]:
+        """The decoded images of ``items`` (resized to ``size``): cached, or ``decode()`` and cached."""
+        key = self._key(items, size)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        images = decode()
+        self._entries[key] = images
+        while len(self._entries) > 1 and self._bytes() > self.max_bytes:
+            self._entries.popitem(last=False)
+        return images
+
+    def _bytes(self) -> int:
+        return sum(image.numel() * image.element_size() for images in self._entries.values() for image in images)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()
+
+
+_DECODED = _DecodedImages()
+
+
 class ImageDataset(Dataset):
     """Images of ``(path, pid, camid)`` items, returned as ``(image, pid, camid, index)``.
 
@@ -76,7 +128,8 @@ class ImageDataset(Dataset):
         transform: applied to the (3, H, W) uint8 image (e.g. ``build_transforms(...)``);
             ``None`` returns the uint8 tensor.
         preload: decode every image once (a tqdm bar shows progress) and keep the uint8
-            tensors in memory; the transform still runs at each access.
+            tensors in memory; the transform still runs at each access. A later dataset of the
+            same unchanged files and size in this process reuses them (no second decode).
         size: ``(height, width)`` to resize every image to as soon as it is decoded (once, with
             ``preload``), with the antialiased bilinear resize of
             :func:`~reid_core.data.transforms.build_transforms`, whose own resize then leaves it
@@ -106,7 +159,7 @@ class ImageDataset(Dataset):
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.preloaded: list[Tensor] | None = None
         if preload:
-            self.preloaded = self._decode_all()
+            self.preloaded = _DECODED.get_or_decode(self.items, self.size, self._decode_all)
 
     def _decode_all(self) -> list[Tensor]:
         """Decode every image; Pillow releases the GIL while decoding, so threads help."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from reid_core.data.batch_transforms import AugmentedLoader, BatchAugment
+from reid_core.data.batch_transforms import AugmentedLoader, BatchAugment, NormalizingCollate
 from reid_core.data.image_dataset import ImageDataset
 from reid_core.data.transforms import build_transforms
 from reid_core.engine.trainer import default_device
@@ -108,10 +108,37 @@ def build_test_loader(
     workers: int | None = None,
     **transform_kwargs: object,
 ) -> DataLoader:
-    """A loader over ``items`` in order, with the test transform (resize + normalise)."""
-    transform = build_transforms(height, width, is_train=False, **transform_kwargs)
-    dataset = ImageDataset(items, transform=transform, preload=preload)
+    """A loader over ``items`` in order, with the test transform (resize + normalise).
+
+    Each image is resized when it is decoded (once, with ``preload``) and kept as uint8; the
+    batch is scaled and normalised at once by :class:`~reid_core.data.NormalizingCollate`: the
+    same numbers as :func:`~reid_core.data.transforms.build_transforms` (``is_train=False``)
+    applied image by image, without its per-image overhead.
+
+    Args:
+        items: ``(path, pid, camid)`` triples, e.g. a reader's ``query`` or ``gallery``.
+        height, width: input size.
+        batch_size: images per batch.
+        preload: decode every image once into memory.
+        workers: loader processes (default :func:`default_workers`).
+        **transform_kwargs: ``mean`` and ``std`` of the normalisation.
+
+    Raises:
+        ValueError: a keyword other than ``mean`` and ``std``, or a bad size, mean or std.
+    """
+    unknown = sorted(set(transform_kwargs) - {"mean", "std"})
+    if unknown:
+        raise ValueError(f"build_test_loader: unknown keyword(s) {unknown}; the test transform takes mean and std")
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height} x {width}")
+    collate = NormalizingCollate(**transform_kwargs)  # type: ignore[arg-type]
+    dataset = ImageDataset(items, transform=None, preload=preload, size=(height, width))
     workers = default_workers() if workers is None else workers
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available()
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
     )

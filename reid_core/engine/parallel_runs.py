@@ -2,12 +2,14 @@
 
 A small network at 64x32 does not spread well over two threads: on the book's 2-core CPU, two
 single-threaded processes train more images per second than one process with two threads.
-:func:`run_side_by_side` calls ``fn(**config)`` for every config, each in a fresh process
-started with ``spawn`` (a forked child of a process whose GNU OpenMP pool has already run can
-hang, and a fresh process carries no state from an earlier run), with ``threads_per_worker``
-torch threads, at most ``workers`` at once. Results come back in the order of ``configs``, a
-tqdm bar counts finished runs, and an exception (or a dead process) in one run is reported with
-its config and traceback while the other runs go on.
+:func:`run_side_by_side` calls ``fn(**config)`` for every config in ``workers`` worker
+processes started with ``spawn`` (a forked child of a process whose GNU OpenMP pool has already
+run can hang), each with ``threads_per_worker`` torch threads. A worker runs one config after
+another, so its start-up (Python, torch, the chapter's modules: several seconds) and the images
+it decoded are paid once per worker rather than once per run. Results come back in the order of
+``configs``, a tqdm bar counts finished runs, and an exception in one run is reported with its
+config and traceback while the other runs go on; a worker that dies (killed, out of memory)
+fails only its current run and is replaced.
 
 On CUDA, or with ``workers=0``, the runs go one after another in this process, as before.
 
@@ -17,7 +19,7 @@ defined in a notebook cannot be imported by the child; keep it in the chapter's 
 (``reid_core/chapters/<chapter>/experiment.py``). Every run must seed what it draws (call
 :func:`~reid_core.engine.trainer.seed_everything` first, or rely on ``Trainer.fit``'s seeding
 for the training): a run's result then depends on its config and its thread count only, not on
-which run went before or beside it. (The thread count matters: one and two threads sum a
+which run went before it in its worker or beside it in the other. (The thread count matters: one and two threads sum a
 convolution's gradient in different orders, so their weights differ in the last bits.)
 
 Chapters: every chapter's seeds and arms in the ``synth`` profile.
@@ -33,9 +35,9 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import pickle
-import queue as queue_module
 import sys
 import time
 import traceback
@@ -47,8 +49,6 @@ import torch
 from tqdm import tqdm
 
 __all__ = ["RunFailedError", "RunOutcome", "default_run_workers", "run_side_by_side", "values_or_raise"]
-
-_POLL_SECONDS = 0.5  # how often the parent looks for a dead child while waiting for results
 
 
 class RunFailedError(RuntimeError):
@@ -155,22 +155,67 @@ def _call(fn: Callable[..., Any], index: int, config: dict[str, Any]) -> RunOutc
     return RunOutcome(index, config, value=value, seconds=time.perf_counter() - start)
 
 
-def _child(fn: Callable[..., Any], index: int, config: dict[str, Any], threads: int, results: Any) -> None:
-    """A worker process: set the thread count, run, and send the pickled outcome back."""
+def _worker_loop(fn: Callable[..., Any], threads: int, connection: Any) -> None:
+    """A worker process: set the thread count once, then run ``(index, config)`` tasks until ``None``.
+
+    Each outcome goes back pickled through ``connection`` before the next task is read: the send
+    is synchronous, so a result is in the pipe before the worker can die in its next run.
+    """
     torch.set_num_threads(threads)
-    outcome = _call(fn, index, config)
-    try:
-        payload = pickle.dumps(outcome)  # plain pickle: tensors travel by value, no shared-memory handles
-    except Exception as error:
-        outcome = RunOutcome(
-            index,
-            config,
-            error=f"the result could not be pickled: {type(error).__name__}: {error}",
-            traceback=traceback.format_exc(),
-            seconds=outcome.seconds,
-        )
-        payload = pickle.dumps(outcome)
-    results.put((index, payload))
+    while True:
+        task = connection.recv()
+        if task is None:
+            return
+        index, config = task
+        outcome = _call(fn, index, config)
+        try:
+            payload = pickle.dumps(outcome)  # plain pickle: tensors travel by value, no shared-memory handles
+        except Exception as error:
+            outcome = RunOutcome(
+                index,
+                config,
+                error=f"the result could not be pickled: {type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+                seconds=outcome.seconds,
+            )
+            payload = pickle.dumps(outcome)
+        connection.send_bytes(payload)
+
+
+class _Worker:
+    """One spawned worker process, the pipe to it, and the run it is busy with."""
+
+    def __init__(self, context: Any, fn: Callable[..., Any], threads: int, slot: int) -> None:
+        self.connection, child_end = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_worker_loop, args=(fn, threads, child_end), name=f"runs-worker-{slot}"
+        )  # not daemonic: a run may start loader workers
+        self.process.start()
+        child_end.close()  # the child holds its own copy; the parent sees EOF when the child dies
+        self.current: int | None = None  # the index of the run it is busy with
+
+    def give(self, index: int, config: dict[str, Any]) -> None:
+        self.connection.send((index, config))
+        self.current = index
+
+    def receive(self) -> RunOutcome | None:
+        """The outcome of the current run, or ``None`` when the worker died without sending it."""
+        try:
+            return pickle.loads(self.connection.recv_bytes())
+        except (EOFError, OSError):
+            return None
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask it to finish and wait for it (``wait=False``: terminate it at once)."""
+        if wait and self.process.is_alive():
+            try:
+                self.connection.send(None)
+            except OSError:  # it died meanwhile
+                pass
+        else:
+            self.process.terminate()
+        self.process.join()
+        self.connection.close()
 
 
 def run_side_by_side(
@@ -237,57 +282,42 @@ def _report(outcome: RunOutcome, bar: tqdm, progress: bool) -> RunOutcome:
 def _run_in_processes(
     fn: Callable[..., Any], runs: list[dict[str, Any]], workers: int, threads: int, bar: tqdm, progress: bool
 ) -> list[RunOutcome]:
-    """Keep up to ``workers`` spawned children busy; collect their outcomes by index."""
+    """Keep up to ``workers`` spawned worker processes busy, each running one run after another.
+
+    A worker is started once and runs many runs, so its start-up (Python, torch, the chapter's
+    modules: several seconds) and the images it decoded (see ``ImageDataset``) are paid once per
+    worker, not once per run. A worker that dies takes only its current run with it: that run is
+    reported failed and a fresh worker takes its place.
+    """
     context = mp.get_context("spawn")
-    results = context.Queue()
-    running: dict[int, Any] = {}  # index -> Process
+    pool = [_Worker(context, fn, threads, slot) for slot in range(min(workers, len(runs)))]
     outcomes: dict[int, RunOutcome] = {}
     next_run = 0
     try:
         while len(outcomes) < len(runs):
-            while len(running) < workers and next_run < len(runs):
-                process = context.Process(
-                    target=_child, args=(fn, next_run, runs[next_run], threads, results), name=f"run-{next_run}"
-                )  # not daemonic: a run may start loader workers
-                process.start()
-                running[next_run] = process
-                next_run += 1
-            try:
-                index, payload = results.get(timeout=_POLL_SECONDS)
-            except queue_module.Empty:
-                _collect_dead(running, outcomes, runs, results, bar, progress)
-                continue
-            outcomes[index] = _report(pickle.loads(payload), bar, progress)
-            running.pop(index).join()
+            for slot, worker in enumerate(pool):
+                if worker.current is None and next_run < len(runs):
+                    if not worker.process.is_alive():  # died between runs: replace it
+                        worker.stop(wait=False)
+                        worker = pool[slot] = _Worker(context, fn, threads, slot)
+                    worker.give(next_run, runs[next_run])
+                    next_run += 1
+            busy = {worker.connection: worker for worker in pool if worker.current is not None}
+            for connection in mp_connection.wait(list(busy)):  # a result, or EOF from a dead worker
+                worker = busy[connection]
+                index, outcome = worker.current, worker.receive()
+                worker.current = None
+                if outcome is None:
+                    worker.process.join()
+                    error = (
+                        f"the worker process ended without a result (exit code {worker.process.exitcode}: a negative "
+                        "code is the signal that killed it, -9 when out of memory; a worker that failed to import fn "
+                        "prints why on stderr)"
+                    )
+                    outcome = RunOutcome(index, runs[index], error=error)  # replaced above when a run is left
+                outcomes[index] = _report(outcome, bar, progress)
     finally:
-        for process in running.values():  # only on an interrupt or an error of this loop
-            process.terminate()
-            process.join()
+        done = len(outcomes) == len(runs)  # else an interrupt or an error of this loop: stop at once
+        for worker in pool:
+            worker.stop(wait=done)
     return [outcomes[index] for index in range(len(runs))]
-
-
-def _collect_dead(
-    running: dict[int, Any],
-    outcomes: dict[int, RunOutcome],
-    runs: list[dict[str, Any]],
-    results: Any,
-    bar: tqdm,
-    progress: bool,
-) -> None:
-    """Record a run whose process died without sending a result (killed, segfault, os._exit)."""
-    for index in [i for i, process in running.items() if not process.is_alive()]:
-        try:  # a child that exited normally flushed its result before exiting: read it first
-            while True:
-                done, payload = results.get(timeout=_POLL_SECONDS)
-                outcomes[done] = _report(pickle.loads(payload), bar, progress)
-                running.pop(done).join()
-        except queue_module.Empty:
-            pass
-        if index in running:
-            process = running.pop(index)
-            process.join()
-            error = (
-                f"the worker process ended without a result (exit code {process.exitcode}: a negative code is the "
-                "signal that killed it, -9 when out of memory; a worker that failed to import fn prints why on stderr)"
-            )
-            outcomes[index] = _report(RunOutcome(index, runs[index], error=error), bar, progress)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 
-__all__ = ["ResNetBackbone", "build_backbone", "BACKBONES", "STAGES"]
+__all__ = ["ResNetBackbone", "StemMaxPool", "build_backbone", "BACKBONES", "STAGES"]
 
 
 # name -> (torchvision constructor, ImageNet weights enum, channels of layer1..layer4)
@@ -44,6 +44,24 @@ BACKBONES: dict[str, tuple[Callable[..., tvm.ResNet], object, tuple[int, int, in
     "resnet101": (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1, (256, 512, 1024, 2048)),
 }
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+class StemMaxPool(nn.MaxPool2d):
+    """The stem's 3x3 stride-2 max pool, run on a channels-last copy on the CPU.
+
+    On the CPU, PyTorch's max pool over a contiguous (B, C, H, W) map is about ten times slower
+    than over the same map in channels-last layout (68 ms against 7 ms for 256 x 64 x 32 x 16 on
+    one thread), a fifth of a ResNet-10's forward pass at 64x32. A maximum does not depend on the
+    memory layout, so the output is the same numbers; it comes back contiguous. On other devices,
+    and while exporting to ONNX, it is the plain ``nn.MaxPool2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x (B, C, H, W). Returns: (B, C, H', W') contiguous, the max over each window."""
+        if x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        pooled = super().forward(x.contiguous(memory_format=torch.channels_last))  # (B, C, H', W') channels-last
+        return pooled.contiguous()  # (B, C, H', W')
 
 
 def _set_last_stride(layer4: nn.Sequential, stride: int) -> None:
@@ -88,7 +106,9 @@ class ResNetBackbone(nn.Module):
             net.load_state_dict(_load_imagenet_state(name, weights))
         _set_last_stride(net.layer4, last_stride)
         self.name = name
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        pool = net.maxpool
+        stem_pool = StemMaxPool(pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, stem_pool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.stage_channels = channels
         self.out_channels = channels[-1]
