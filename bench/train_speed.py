@@ -8,7 +8,13 @@ Set-ups, each measured in fresh spawned processes (peak memory = their largest r
 * ``+batch aug``: the same with ``build_train_loader(batch_augment=True)``;
 * ``+procs``: one process per core, 1 thread each, running the same case side by side (a barrier
   starts the timed parts together; images/s is the sum over the processes);
-* ``all``: one process per core, bf16 and batched augmentation.
+* ``+kernels``: the kernel-level changes alone: the fused optimizer (one kernel per step instead of a
+  loop over the parameter tensors), the stem's max pool in channels-last layout on the CPU, and the
+  test batches normalised at once (``NormalizingCollate``) instead of image by image;
+* ``all``: one process per core, bf16, batched augmentation and the kernel-level changes.
+
+Every set-up but ``+kernels`` and ``all`` runs the earlier kernels (``legacy_kernels``), so ``today``
+is the path before any of these changes.
 
 Models: ResNet-10 and ResNet-18 at 64x32 (batch 64, P16 x K4) and ResNet-50 at 256x128 (batch 16)
 inside the strong baseline (BNNeck, ID + triplet loss, Adam). Training images/s are timed over
@@ -39,12 +45,16 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-from reid_core.data import SynthReID, render_synthreid
+from reid_core.data import ImageDataset, SynthReID, build_transforms, render_synthreid
 from reid_core.engine import (
     TrainConfig,
     Trainer,
@@ -57,6 +67,7 @@ from reid_core.engine import (
     seed_everything,
     values_or_raise,
 )
+from reid_core.engine import trainer as trainer_module
 from reid_core.losses import BaselineLoss
 from reid_core.models import BaselineNet
 
@@ -65,13 +76,45 @@ MODELS = {  # name -> backbone, height, width, batch size
     "resnet18": ("resnet18", 64, 32, 64),
     "resnet50": ("resnet50", 256, 128, 16),
 }
-SETUPS = {  # name -> (precision, batch_augment, side by side)
-    "today": ("fp32", False, False),
-    "+bf16": ("bf16", False, False),
-    "+batch aug": ("fp32", True, False),
-    "+procs": ("fp32", False, True),
-    "all": ("bf16", True, True),
+SETUPS = {  # name -> (precision, batch_augment, side by side, tuned kernels)
+    "today": ("fp32", False, False, False),
+    "+bf16": ("bf16", False, False, False),
+    "+batch aug": ("fp32", True, False, False),
+    "+procs": ("fp32", False, True, False),
+    "+kernels": ("fp32", False, False, True),
+    "all": ("bf16", True, True, True),
 }
+
+
+@contextmanager
+def legacy_kernels(active: bool) -> Iterator[None]:
+    """While active, the trainer builds its optimizer without the fused kernels (the per-tensor loop)."""
+    if not active:
+        yield
+        return
+    original = trainer_module._fused_optimizer_ok
+    trainer_module._fused_optimizer_ok = lambda groups: False
+    try:
+        yield
+    finally:
+        trainer_module._fused_optimizer_ok = original
+
+
+def _model(num_classes: int, backbone: str, tuned: bool) -> BaselineNet:
+    """The strong baseline; ``tuned=False`` puts back the plain (B, C, H, W) max pool in the stem."""
+    model = BaselineNet(num_classes, backbone=backbone, pretrained=False, last_stride=1)
+    if not tuned:
+        pool = model.backbone.stem[3]
+        model.backbone.stem[3] = nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding)
+    return model
+
+
+def _test_loader(items: list, height: int, width: int, tuned: bool) -> DataLoader:
+    """The test loader; ``tuned=False``: the per-image test transform (resize, scale, normalise each image)."""
+    if tuned:
+        return build_test_loader(items, height, width, batch_size=128, preload=True, workers=0)
+    dataset = ImageDataset(items, transform=build_transforms(height, width, is_train=False), preload=True)
+    return DataLoader(dataset, batch_size=128, shuffle=False)
 
 
 def _peak_rss_bytes() -> int:
@@ -97,94 +140,102 @@ def measure_case(
     amp: bool = False,
     extract_limit: int = 512,
     barrier: Any = None,
+    tuned: bool = True,
 ) -> dict[str, float]:
-    """Training and extraction images/s of one set-up in this process (threads set by the caller)."""
-    seed_everything(0)
-    data = SynthReID(world, verbose=False)
-    workers = None if device.startswith("cuda") else 0  # on a GPU machine, loader processes feed the per-sample path
-    loader = build_train_loader(
-        data.train,
-        height,
-        width,
-        batch_size=batch_size,
-        num_instances=4,
-        preload=True,
-        workers=workers,
-        batch_augment=batch_augment,
-        device=device,
-    )
-    model = BaselineNet(data.num_train_pids, backbone=backbone, last_stride=1)
-    config = TrainConfig(
-        epochs=1,
-        lr=3.5e-4,
-        warmup_epochs=0,
-        scheduler="constant",
-        amp=amp,
-        precision=precision,
-        max_iters_per_epoch=warmup,
-        progress=False,
-    )
-    trainer = Trainer(model, BaselineLoss(), loader, config, device=device)
-    trainer.fit()  # warm-up: allocator, oneDNN primitive caches, cudnn autotune
-    _wait(barrier)
-    trainer.config.epochs, trainer.config.max_iters_per_epoch = 2, iters
-    train_ips = trainer.fit()[-1]["images_per_second"]
-    test_items = (data.query + data.gallery)[:extract_limit]
-    test_loader = build_test_loader(test_items, height, width, batch_size=128, preload=True, workers=0)
-    extract_features(model, [next(iter(test_loader))], device=device, amp=amp, precision=precision, progress=False)
-    _wait(barrier)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    extract_features(model, test_loader, device=device, amp=amp, precision=precision, progress=False)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    extract_ips = len(test_items) / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else _peak_rss_bytes()
-    return {"train_ips": train_ips, "extract_ips": extract_ips, "peak_bytes": float(peak)}
+    """Training and extraction images/s of one set-up in this process (threads set by the caller).
+
+    ``tuned=False``: the kernels before this round (see :func:`legacy_kernels`)."""
+    with legacy_kernels(not tuned):
+        seed_everything(0)
+        data = SynthReID(world, verbose=False)
+        # on a GPU machine, loader processes feed the per-sample path
+        workers = None if device.startswith("cuda") else 0
+        loader = build_train_loader(
+            data.train,
+            height,
+            width,
+            batch_size=batch_size,
+            num_instances=4,
+            preload=True,
+            workers=workers,
+            batch_augment=batch_augment,
+            device=device,
+        )
+        model = _model(data.num_train_pids, backbone, tuned)
+        config = TrainConfig(
+            epochs=1,
+            lr=3.5e-4,
+            warmup_epochs=0,
+            scheduler="constant",
+            amp=amp,
+            precision=precision,
+            max_iters_per_epoch=warmup,
+            progress=False,
+        )
+        trainer = Trainer(model, BaselineLoss(), loader, config, device=device)
+        trainer.fit()  # warm-up: allocator, oneDNN primitive caches, cudnn autotune
+        _wait(barrier)
+        trainer.config.epochs, trainer.config.max_iters_per_epoch = 2, iters
+        train_ips = trainer.fit()[-1]["images_per_second"]
+        test_items = (data.query + data.gallery)[:extract_limit]
+        test_loader = _test_loader(test_items, height, width, tuned)
+        extract_features(model, [next(iter(test_loader))], device=device, amp=amp, precision=precision, progress=False)
+        _wait(barrier)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        extract_features(model, test_loader, device=device, amp=amp, precision=precision, progress=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        extract_ips = len(test_items) / (time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else _peak_rss_bytes()
+        return {"train_ips": train_ips, "extract_ips": extract_ips, "peak_bytes": float(peak)}
 
 
-def run_recipe(world: str, seed: int, precision: str, batch_augment: bool, epochs: int, iters: int) -> dict[str, float]:
+def run_recipe(
+    world: str, seed: int, precision: str, batch_augment: bool, epochs: int, iters: int, tuned: bool = True
+) -> dict[str, float]:
     """Chapter 01's `synth` recipe (ResNet-10, 64x32, P16 x K4, Adam 1e-3, warm-up 1 epoch, step at
-    3/4), shortened to ``epochs`` x ``iters``; returns rank-1, mAP (percent) and seconds."""
-    start = time.perf_counter()
-    seed_everything(seed)
-    data = SynthReID(world, verbose=False)
-    loader = build_train_loader(
-        data.train,
-        64,
-        32,
-        batch_size=64,
-        num_instances=4,
-        preload=True,
-        workers=0,
-        seed=seed,
-        batch_augment=batch_augment,
-        device="cpu",
-    )
-    model = BaselineNet(data.num_train_pids, backbone="resnet10", pretrained=False, last_stride=1)
-    config = TrainConfig(
-        epochs=epochs,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=5e-4,
-        scheduler="step",
-        milestones=(max(1, 3 * epochs // 4),),
-        gamma=0.1,
-        warmup_epochs=1,
-        warmup_factor=0.1,
-        max_iters_per_epoch=iters,
-        seed=seed,
-        precision=precision,
-        progress=False,
-    )
-    Trainer(model, BaselineLoss(label_smoothing=0.1), loader, config, device="cpu").fit()
-    query = build_test_loader(data.query, 64, 32, preload=True, workers=0)
-    gallery = build_test_loader(data.gallery, 64, 32, preload=True, workers=0)
-    result = evaluate_reid(
-        model, query, gallery, metric="euclidean", flip=True, device="cpu", progress=False, precision=precision
-    )
-    return {"rank1": result.metrics["rank1"], "mAP": result.metrics["mAP"], "seconds": time.perf_counter() - start}
+    3/4), shortened to ``epochs`` x ``iters``; returns rank-1, mAP (percent) and seconds.
+    ``tuned=False``: the kernels before this round (see :func:`legacy_kernels`)."""
+    with legacy_kernels(not tuned):
+        start = time.perf_counter()
+        seed_everything(seed)
+        data = SynthReID(world, verbose=False)
+        loader = build_train_loader(
+            data.train,
+            64,
+            32,
+            batch_size=64,
+            num_instances=4,
+            preload=True,
+            workers=0,
+            seed=seed,
+            batch_augment=batch_augment,
+            device="cpu",
+        )
+        model = _model(data.num_train_pids, "resnet10", tuned)
+        config = TrainConfig(
+            epochs=epochs,
+            optimizer="adam",
+            lr=1e-3,
+            weight_decay=5e-4,
+            scheduler="step",
+            milestones=(max(1, 3 * epochs // 4),),
+            gamma=0.1,
+            warmup_epochs=1,
+            warmup_factor=0.1,
+            max_iters_per_epoch=iters,
+            seed=seed,
+            precision=precision,
+            progress=False,
+        )
+        Trainer(model, BaselineLoss(label_smoothing=0.1), loader, config, device="cpu").fit()
+        query, gallery = _test_loader(data.query, 64, 32, tuned), _test_loader(data.gallery, 64, 32, tuned)
+        result = evaluate_reid(
+            model, query, gallery, metric="euclidean", flip=True, device="cpu", progress=False, precision=precision
+        )
+        return {"rank1": result.metrics["rank1"], "mAP": result.metrics["mAP"], "seconds": time.perf_counter() - start}
 
 
 def recipes_one_after_another(world: str, seeds: list[int], **recipe: Any) -> list[dict[str, float]]:
@@ -215,7 +266,7 @@ def bench_setups(world: str, args: argparse.Namespace, cores: int) -> None:
         heavy = name == "resnet50"
         iters, warmup = (max(2, args.iters // 4), 1) if heavy else (args.iters, args.warmup)
         base: dict[str, float] = {}
-        for setup, (precision, batch_augment, side_by_side) in SETUPS.items():
+        for setup, (precision, batch_augment, side_by_side, tuned) in SETUPS.items():
             case = partial(
                 measure_case,
                 world,
@@ -228,6 +279,7 @@ def bench_setups(world: str, args: argparse.Namespace, cores: int) -> None:
                 iters,
                 warmup,
                 extract_limit=128 if heavy else 512,
+                tuned=tuned,
             )
             if side_by_side:
                 barrier = manager.Barrier(cores)
@@ -264,7 +316,7 @@ def bench_three_seeds(world: str, args: argparse.Namespace, cores: int) -> None:
     )
     start = time.perf_counter()
     today = run_side_by_side(
-        partial(recipes_one_after_another, world, seeds, precision="fp32", batch_augment=False, **recipe),
+        partial(recipes_one_after_another, world, seeds, precision="fp32", batch_augment=False, tuned=False, **recipe),
         [{}],
         workers=1,
         threads_per_worker=cores,
@@ -272,7 +324,9 @@ def bench_three_seeds(world: str, args: argparse.Namespace, cores: int) -> None:
     )
     values_or_raise(today)
     today_seconds = time.perf_counter() - start
-    print(f"  today, one after another (1 x {cores} threads, fp32, per-sample): {today_seconds:7.1f} s")
+    print(
+        f"  today, one after another (1 x {cores} threads, fp32, per-sample, earlier kernels): {today_seconds:7.1f} s"
+    )
     for workers in sorted({cores, len(seeds)}):
         start = time.perf_counter()
         outcomes = run_side_by_side(
@@ -286,7 +340,7 @@ def bench_three_seeds(world: str, args: argparse.Namespace, cores: int) -> None:
         values_or_raise(outcomes)
         seconds = time.perf_counter() - start
         print(
-            f"  side by side, {workers} processes x 1 thread, bf16, batched aug: {seconds:7.1f} s   "
+            f"  side by side, {workers} processes x 1 thread, bf16, batched aug, tuned kernels: {seconds:7.1f} s   "
             f"speed-up {today_seconds / seconds:.2f}x (target 1.5x)"
         )
 

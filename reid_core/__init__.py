@@ -3,8 +3,9 @@
 Packages, from the ground up (a module imports only from its own floor or below;
 ``tests/test_layout.py`` checks it):
 
-* ``arrays``, ``modes``, ``collectives``: array inputs and their checks; switching modules to eval
-  mode and back; what the processes of a ``torchrun`` job exchange (gathers, pooled means).
+* ``arrays``, ``modes``, ``collectives``, ``files``: array inputs and their checks; switching modules to
+  eval mode and back; what the processes of a ``torchrun`` job exchange (gathers, pooled means);
+  files written atomically.
 * Concepts, one home per idea: ``data`` (dataset readers, SynthReID, transforms, digits),
   ``samplers`` (PK, Graph Sampling), ``losses`` (pair losses, margin heads, criteria),
   ``models`` (backbones and one module per work), ``alignment`` (AlignedReID's shortest-path

@@ -1,7 +1,7 @@
 """The package's layout holds: imports run downward, chapters are leaves, facades list every public name,
 and notebooks import through the facades.
 
-Floors, from the ground up: ``arrays``, ``modes`` and ``collectives`` (import nothing of reid_core); the concept
+Floors, from the ground up: ``arrays``, ``modes``, ``collectives`` and ``files`` (import nothing of reid_core); the concept
 packages (``data``, ``samplers``, ``losses``, ``models``, ``alignment``, ``evaluation``);
 ``engine``; ``book``; ``chapters``. A module may import from its own floor or below.
 """
@@ -20,6 +20,7 @@ FLOORS = {
     "arrays": 0,
     "modes": 0,
     "collectives": 0,
+    "files": 0,
     "data": 1,
     "samplers": 1,
     "losses": 1,

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from reid_core.book import pretrained_for_profile, read_notebook_profiles
 from reid_core.chapters.basics import source_for, train_baseline_arm
 from reid_core.data import prepare_synthreid
 from reid_core.engine import run_side_by_side, values_or_raise
+from reid_core.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_reid_basics.py"
@@ -92,12 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         "rule": RULE,
         "chosen": choose(candidates),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    out = atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
     print(f"chosen: {record['chosen']} -> {out}")
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from reid_core.files import atomic_write_text
 
 __all__ = [
     "CLAIMS_FOLDER",
@@ -267,14 +268,8 @@ def arms_markdown(
 
 def write_claims(results_dir: str | os.PathLike[str], notebook: str, claims: Sequence[Claim]) -> Path:
     """Write a chapter's claims atomically to ``results_dir/claims/<notebook>.json`` (the results page reads them)."""
-    out = Path(results_dir) / CLAIMS_FOLDER / f"{notebook}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps([c.to_json() for c in claims], indent=1)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{notebook}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(Path(results_dir) / CLAIMS_FOLDER / f"{notebook}.json", text + "\n")
 
 
 def load_claims(results_dir: str | os.PathLike[str]) -> list[Claim]:

@@ -34,6 +34,7 @@ from torch import nn
 
 from reid_core.data import SynthReID, ensure_synthreid
 from reid_core.engine import CheckpointError, TrainConfig, Trainer, build_train_loader, load_checkpoint, save_checkpoint
+from reid_core.files import atomic_write_text
 from reid_core.losses import BaselineLoss
 from reid_core.models import BaselineNet, ResNetBackbone
 
@@ -252,9 +253,7 @@ def ensure_pretrained_backbone(
         **summary,
     }
     text = json.dumps(provenance, indent=1, default=str)
-    tmp = info_path.with_suffix(".json.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, info_path)
+    atomic_write_text(info_path, text)
     return PretrainedBackbone(weights_path, json.loads(text))  # as a later call reads it back
 
 

@@ -12,13 +12,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from reid_core.book.evidence import CLAIMS_FOLDER, Claim, claims_markdown, load_claims, mean_interval
 from reid_core.book.paper_results import PAPER_RESULTS, PaperResult
+from reid_core.files import atomic_write_text
 
 __all__ = ["RESULT_FIELDS", "write_result", "load_results", "render_results_page"]
 
@@ -92,13 +92,7 @@ def write_result(
         **extra,
     }
     text = json.dumps(record, indent=2, sort_keys=False, default=_jsonable)
-    out = Path(results_dir) / notebook / f"{run}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{run}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(Path(results_dir) / notebook / f"{run}.json", text + "\n")
 
 
 def _jsonable(value: Any) -> Any:

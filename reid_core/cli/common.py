@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from reid_core.data.base import list_images as base_list_images
 from reid_core.engine.features import extract_features
 from reid_core.engine.loaders import build_test_loader
 from reid_core.engine.model_card import LoadedModel, load_model
+from reid_core.files import atomic_write
 
 __all__ = [
     "CLIError",
@@ -148,21 +147,6 @@ def embed_images(
             f"{tuple(feats.shape)}; the reid command needs one (N, D) vector per image"
         )
     return feats
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(handle)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

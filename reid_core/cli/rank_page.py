@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from reid_core.data import read_image
+from reid_core.files import atomic_write_text
 
 __all__ = ["RankedItem", "RankedQuery", "write_rank_page", "THUMBNAIL_HEIGHT"]
 
@@ -199,8 +200,4 @@ def write_rank_page(
 </body>
 </html>
 """
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out / "index.html", page)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from reid_core.files import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "CheckpointError"]
 
@@ -65,18 +66,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(
+        path,
+        lambda handle: torch.save(state, handle),
+        sync=True,
+        temp_prefix=_temp_prefix(path),
+        temp_suffix=_TEMP_SUFFIX,
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Models: a ResNet backbone factory and one module per work, all returning ``ReIDOutput``."""
 
 from reid_core.models.alignedreid import POOL_TYPES, AlignedReID
-from reid_core.models.backbone import BACKBONES, STAGES, ResNetBackbone, build_backbone
+from reid_core.models.backbone import BACKBONES, STAGES, ResNetBackbone, StemMaxPool, build_backbone
 from reid_core.models.baseline import NECKS, POOLINGS, BaselineNet, GeneralizedMeanPooling, build_global_pooling
 from reid_core.models.color_histogram import color_histogram_features, hsv_bins
 from reid_core.models.concat_ensemble import ConcatEnsemble
@@ -44,6 +44,7 @@ __all__ = [
     "ReIDOutput",
     "ResNetBackbone",
     "STAGES",
+    "StemMaxPool",
     "TRAINING_ONLY_MODULES",
     "build_backbone",
     "build_global_pooling",

@@ -57,6 +57,7 @@ from reid_core.data.synthreid.config import SynthReIDConfig
 from reid_core.data.synthreid.plan import ImageSpec, SynthReIDPlan, plan_synthreid
 from reid_core.data.synthreid.render import render_image
 from reid_core.data.synthreid.scene import Camera
+from reid_core.files import atomic_write_text
 
 __all__ = ["render_synthreid", "ensure_synthreid", "SynthReIDInfo", "SynthReIDConfig", "RENDERER_VERSION"]
 
@@ -232,9 +233,7 @@ def _write_metadata(root: Path, plan: SynthReIDPlan, counts: dict[str, int]) -> 
             for i in plan.identities
         ],
     }
-    tmp = root / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, root / INFO_FILE)  # written last and atomically: its presence means "complete"
+    atomic_write_text(root / INFO_FILE, json.dumps(data, indent=1))  # written last: its presence means "complete"
 
 
 def _render(root: Path, cfg: SynthReIDConfig, workers: int | None, progress: bool) -> SynthReIDInfo:
