@@ -1,8 +1,8 @@
 """The package's layout holds: imports run downward, chapters are leaves, facades list every public name,
 and notebooks import through the facades.
 
-Floors, from the ground up: ``arrays``, ``modes``, ``collectives`` and ``files`` (import nothing of reid_core); the concept
-packages (``data``, ``samplers``, ``losses``, ``models``, ``alignment``, ``evaluation``);
+Floors, from the ground up: ``arrays``, ``modes``, ``collectives`` and ``files`` (import nothing of reid_core); the
+concept packages (``data``, ``samplers``, ``losses``, ``models``, ``alignment``, ``evaluation``);
 ``engine``; ``book``; ``chapters``. A module may import from its own floor or below.
 """
 
