@@ -56,11 +56,11 @@ def _trained(precision: str | None) -> nn.Module:
 
 
 def _reference_training() -> nn.Module:
-    """The trainer's float32 CPU step written out: forward, summed loss terms, backward, Adam."""
+    """The trainer's float32 CPU step written out: forward, summed loss terms, backward, fused Adam."""
     seed_everything(5)
     model = BaselineNet(4, backbone="resnet10", last_stride=1)
     criterion = BaselineLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4, fused=True)
     seed_everything(5)  # Trainer.fit seeds again before the first batch
     model.train()
     for images, labels, _ in _data():
