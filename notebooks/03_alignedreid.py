@@ -915,25 +915,34 @@ def add(claim, paper, key, method, control, note):
     notes[claims[-1].claim + claims[-1].metric] = note
 
 
-M, A = misaligned_world, aligned_world
-for key in ("rank1", "mAP"):
-    add(
-        f"aligned beats row-by-row local distance, misaligned boxes ({M})",
-        "local distance with alignment, not measured against row by row in the paper",
-        key,
-        metric(M, "global + local", "local", key),
-        metric(M, "global + local", "local (row by row)", key),
-        "rank with $D_L$ against $D_{\\text{row}}$ on the same stripes",
-    )
+def add_with_control(claim, paper, key, method, control, note, control_paper="none (control)"):
+    """The claim in the misaligned world, then (when it ran) the same comparison in the aligned one.
+
+    ``method`` and ``control`` are ``(arm, test distance)`` pairs."""
+    add(claim, paper, key, metric(M, *method, key), metric(M, *control, key), note)
     if A is not None:
         add(
             f"control: the same without misalignment ({A})",
-            "none (control: no effect expected)",
+            control_paper,
             key,
-            metric(A, "global + local", "local", key),
-            metric(A, "global + local", "local (row by row)", key),
+            metric(A, *method, key),
+            metric(A, *control, key),
             "the same comparison on perfectly aligned boxes",
         )
+
+
+M, A = misaligned_world, aligned_world
+for key in ("rank1", "mAP"):
+    add_with_control(
+        f"aligned beats row-by-row local distance, misaligned boxes ({M})",
+        "local distance with alignment, not measured against row by row in the paper",
+        key,
+        ("global + local", "local"),
+        ("global + local", "local (row by row)"),
+        "rank with $D_L$ against $D_{\\text{row}}$ on the same stripes",
+        control_paper="none (control: no effect expected)",
+    )
+    if A is not None:
         gain_m = np.subtract(
             metric(M, "global + local", "local", key), metric(M, "global + local", "local (row by row)", key)
         )
@@ -949,40 +958,22 @@ for key in ("rank1", "mAP"):
             "difference of the two rows above, seed by seed",
         )
 key = "rank1"
-add(
+add_with_control(
     f"the local branch improves the global feature ({M})",
     "paper: yes; re-production: 87.05 -> 86.85 (GL -> GL+LL, global test)",
     key,
-    metric(M, "global + local", "global", key),
-    metric(M, "global", "global", key),
+    ("global + local", "global"),
+    ("global", "global"),
     "global test distance; global + local arm against global-only arm",
 )
-if A is not None:
-    add(
-        f"control: the same without misalignment ({A})",
-        "none (control)",
-        key,
-        metric(A, "global + local", "global", key),
-        metric(A, "global", "global", key),
-        "the same comparison on perfectly aligned boxes",
-    )
-add(
+add_with_control(
     f"alignment in the local loss improves the global feature ({M})",
     "not in the paper (our control: local branch without alignment)",
     key,
-    metric(M, "global + local", "global", key),
-    metric(M, "global + local (row by row)", "global", key),
+    ("global + local", "global"),
+    ("global + local (row by row)", "global"),
     "global test distance; aligned against row-by-row local loss in training",
 )
-if A is not None:
-    add(
-        f"control: the same without misalignment ({A})",
-        "none (control)",
-        key,
-        metric(A, "global + local", "global", key),
-        metric(A, "global + local (row by row)", "global", key),
-        "the same comparison on perfectly aligned boxes",
-    )
 add(
     f"global + local test distance beats global ({M})",
     "re-production: 86.85 -> 88.18 (GL+LL; global -> global + local test)",
