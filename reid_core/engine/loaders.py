@@ -129,8 +129,6 @@ def build_test_loader(
     unknown = sorted(set(transform_kwargs) - {"mean", "std"})
     if unknown:
         raise ValueError(f"build_test_loader: unknown keyword(s) {unknown}; the test transform takes mean and std")
-    if height < 1 or width < 1:
-        raise ValueError(f"height and width must be >= 1, got {height} x {width}")
     collate = NormalizingCollate(**transform_kwargs)  # type: ignore[arg-type]
     dataset = ImageDataset(items, transform=None, preload=preload, size=(height, width))
     workers = default_workers() if workers is None else workers
