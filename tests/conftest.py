@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+# The tests (and the notebooks they run) keep decoded images in a store of their own, removed at the end,
+# not in the user's ~/.cache/reid_core (reid_core.data.decoded_store).
+if "REID_CORE_CACHE" not in os.environ:
+    os.environ["REID_CORE_CACHE"] = tempfile.mkdtemp(prefix="reid-core-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["REID_CORE_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from reid_core.data.base import (
 )
 from reid_core.data.batch_transforms import AugmentedLoader, AugmentParams, BatchAugment, NormalizingCollate
 from reid_core.data.cuhk03 import CUHK03, extract_cuhk03_images, read_cuhk03_split
+from reid_core.data.decoded_store import CACHE_ENV, DecodedImageStore, default_store
 from reid_core.data.digits import DigitsSplit, load_digits_split
 from reid_core.data.dukemtmc import DukeMTMCreID
 from reid_core.data.image_dataset import ImageDataset, ImageLoadError, read_image
@@ -53,11 +54,12 @@ __all__ = [
     "AugmentParams",
     "AugmentedLoader",
     "BatchAugment",
-    "NormalizingCollate",
+    "CACHE_ENV",
     "CUHK03",
     "DATASETS",
     "DatasetLayoutError",
     "DatasetNote",
+    "DecodedImageStore",
     "DigitsSplit",
     "DukeMTMCreID",
     "IMAGENET_MEAN",
@@ -71,6 +73,7 @@ __all__ = [
     "MSMT17",
     "Market1501",
     "MarketLayoutDataset",
+    "NormalizingCollate",
     "PROFILE_PRESETS",
     "RENDERER_VERSION",
     "RandomErasing",
@@ -84,6 +87,7 @@ __all__ = [
     "build_dataset",
     "build_transforms",
     "carve_validation",
+    "default_store",
     "denormalize",
     "drop_junk",
     "ensure_synthreid",

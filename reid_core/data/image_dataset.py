@@ -12,6 +12,7 @@ Chapter: 01 (the data pipeline).
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from reid_core.collectives import is_main_process
 from reid_core.data.base import Item
+from reid_core.data.decoded_store import default_store
 
 __all__ = ["ImageDataset", "ImageLoadError", "read_image"]
 
@@ -129,7 +131,9 @@ class ImageDataset(Dataset):
             ``None`` returns the uint8 tensor.
         preload: decode every image once (a tqdm bar shows progress) and keep the uint8
             tensors in memory; the transform still runs at each access. A later dataset of the
-            same unchanged files and size in this process reuses them (no second decode).
+            same unchanged files and size in this process reuses them (no second decode); with a
+            ``size``, other processes reuse them too, through the on-disk store of
+            :mod:`reid_core.data.decoded_store`.
         size: ``(height, width)`` to resize every image to as soon as it is decoded (once, with
             ``preload``), with the antialiased bilinear resize of
             :func:`~reid_core.data.transforms.build_transforms`, whose own resize then leaves it
@@ -162,20 +166,36 @@ class ImageDataset(Dataset):
             self.preloaded = _DECODED.get_or_decode(self.items, self.size, self._decode_all)
 
     def _decode_all(self) -> list[Tensor]:
-        """Decode every image; Pillow releases the GIL while decoding, so threads help."""
+        """Every image: from the on-disk store when unchanged there, else decoded (and stored).
+
+        Pillow releases the GIL while decoding, so threads help. The store
+        (:func:`~reid_core.data.decoded_store.default_store`) only holds resized images.
+        """
         from tqdm import tqdm
 
         paths = [path for path, _, _ in self.items]
+        store = default_store() if self.size is not None else None
+        stats = [os.stat(path) for path in paths] if store is not None else []
+        images: list[Tensor | None] = store.load(paths, stats, self.size) if store is not None else [None] * len(paths)
+        missing = [i for i, image in enumerate(images) if image is None]
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             bar = tqdm(
-                pool.map(self._load, paths),
-                total=len(paths),
+                pool.map(self._load, [paths[i] for i in missing]),
+                total=len(missing),
                 desc="preload images",
                 unit="img",
-                disable=not is_main_process(),
+                disable=not is_main_process() or not missing,
             )  # under torchrun: one bar, rank 0's
-            return list(bar)
+            for i, image in zip(missing, bar):
+                images[i] = image
+        if store is not None and missing:
+            try:
+                decoded = [images[i] for i in missing]
+                store.save([paths[i] for i in missing], [stats[i] for i in missing], self.size, decoded)
+            except OSError as error:  # a full or read-only disk: the images are decoded, only not kept
+                warnings.warn(f"could not keep decoded images in {store.root}: {error}", stacklevel=3)
+        return images  # type: ignore[return-value]  # every None was filled above
 
     def _load(self, path: str) -> Tensor:
         """Decode ``path``, resized to :attr:`size` when one is set. Returns: (3, H, W) uint8."""
