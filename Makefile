@@ -20,13 +20,11 @@ PYTEST_ARGS ?=
 
 all: book
 
-# --no-compile: Python compiles a module when it is first imported (a fraction of the thousands pip would
-# compile up front: 35 s of a 78-s install here).
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt
-	$(PY) -m pip install --quiet --no-compile --no-deps -e .
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
