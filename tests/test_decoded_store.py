@@ -19,6 +19,11 @@ def write_png(path: Path, seed: int, size: tuple[int, int] = (8, 4)) -> None:
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 
 
+def signatures(paths: list[str]) -> list[tuple[int, int]]:
+    """Each file's (mtime_ns, size) now, as ImageDataset hands them to the store."""
+    return [(os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths]
+
+
 @pytest.fixture()
 def folder(tmp_path: Path) -> list[str]:
     (tmp_path / "imgs").mkdir()
@@ -31,7 +36,7 @@ def folder(tmp_path: Path) -> list[str]:
 
 def test_saved_images_come_back_only_for_unchanged_files_at_the_same_size(tmp_path: Path, folder) -> None:
     store = DecodedImageStore(tmp_path / "store")
-    stats = [os.stat(p) for p in folder]
+    stats = signatures(folder)
     images = [torch.randint(0, 256, (3, 4, 2), dtype=torch.uint8) for _ in folder]
     assert store.load(folder, stats, (4, 2)) == [None] * 4  # empty store
     store.save(folder[:3], stats[:3], (4, 2), images[:3])
@@ -41,13 +46,13 @@ def test_saved_images_come_back_only_for_unchanged_files_at_the_same_size(tmp_pa
     store.save(folder[3:], stats[3:], (4, 2), images[3:])  # added beside the others
     assert all(torch.equal(a, b) for a, b in zip(store.load(folder, stats, (4, 2)), images))
     write_png(Path(folder[1]), 99, (10, 6))  # rewritten: another size on disk and a later mtime
-    found = store.load(folder, [os.stat(p) for p in folder], (4, 2))
+    found = store.load(folder, signatures(folder), (4, 2))
     assert found[1] is None and torch.equal(found[0], images[0])
 
 
 def test_an_unreadable_store_file_counts_as_empty_and_is_rewritten(tmp_path: Path, folder) -> None:
     store = DecodedImageStore(tmp_path / "store")
-    stats = [os.stat(p) for p in folder]
+    stats = signatures(folder)
     target = store.file_for(os.path.dirname(folder[0]), (4, 2))
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not an npz")  # e.g. a file left by another program

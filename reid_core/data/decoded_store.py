@@ -62,12 +62,14 @@ class DecodedImageStore:
         digest = hashlib.sha256(folder.encode()).hexdigest()[:16]
         return self.root / f"{Path(folder).name or 'root'}-{digest}-{size[0]}x{size[1]}.npz"
 
-    def load(self, paths: Sequence[str], stats: Sequence[os.stat_result], size: tuple[int, int]) -> list[Tensor | None]:
+    def load(
+        self, paths: Sequence[str], signatures: Sequence[tuple[int, int]], size: tuple[int, int]
+    ) -> list[Tensor | None]:
         """The stored image of every path whose file is unchanged; ``None`` for the others.
 
         Args:
             paths: image files.
-            stats: ``os.stat`` of each (the modification time and size they must still have).
+            signatures: each file's ``(st_mtime_ns, st_size)`` now (what the stored entry must match).
             size: (height, width) the images were resized to.
 
         Returns:
@@ -79,14 +81,20 @@ class DecodedImageStore:
             entries = self._read(self.file_for(folder, size), size)
             for i in indices:
                 entry = entries.get(os.path.basename(paths[i]))
-                if entry is not None and entry[0] == stats[i].st_mtime_ns and entry[1] == stats[i].st_size:
+                if entry is not None and entry[:2] == tuple(signatures[i]):
                     found[i] = entry[2]
         return found
 
     def save(
-        self, paths: Sequence[str], stats: Sequence[os.stat_result], size: tuple[int, int], images: Sequence[Tensor]
+        self,
+        paths: Sequence[str],
+        signatures: Sequence[tuple[int, int]],
+        size: tuple[int, int],
+        images: Sequence[Tensor],
     ) -> None:
-        """Add (or replace) these decoded images in their folders' files, keeping the other entries."""
+        """Add (or replace) these decoded images in their folders' files, keeping the other entries.
+
+        ``signatures``: each file's ``(st_mtime_ns, st_size)`` when it was decoded."""
         for folder, indices in _by_folder(paths).items():
             target = self.file_for(folder, size)
             entries = self._read(target, size)
@@ -94,7 +102,8 @@ class DecodedImageStore:
                 if tuple(images[i].shape) != (3, *size) or images[i].dtype != torch.uint8:
                     got = f"{images[i].dtype} {tuple(images[i].shape)}"
                     raise ValueError(f"{paths[i]}: expected a (3, {size[0]}, {size[1]}) uint8 image, got {got}")
-                entries[os.path.basename(paths[i])] = (stats[i].st_mtime_ns, stats[i].st_size, images[i])
+                mtime, nbytes = signatures[i]
+                entries[os.path.basename(paths[i])] = (mtime, nbytes, images[i])
             names = sorted(entries)
             arrays = {
                 "names": np.array(names),

@@ -98,14 +98,20 @@ class _DecodedImages:
         return (size, tuple(files))
 
     def get_or_decode(
-        self, items: Sequence[Item], size: tuple[int, int] | None, decode: Callable[[], list[Tensor]]
+        self,
+        items: Sequence[Item],
+        size: tuple[int, int] | None,
+        decode: Callable[[list[tuple[int, int]]], list[Tensor]],
     ) -> list[Tensor]:
-        """The decoded images of ``items`` (resized to ``size``): cached, or ``decode()`` and cached."""
+        """The decoded images of ``items`` (resized to ``size``): cached, or ``decode(signatures)`` and cached.
+
+        ``signatures`` are the ``(modification time in ns, size in bytes)`` of each file, as read for the key.
+        """
         key = self._key(items, size)
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        images = decode()
+        images = decode([(mtime, nbytes) for _, mtime, nbytes in key[1]])
         self._entries[key] = images
         while len(self._entries) > 1 and self._bytes() > self.max_bytes:
             self._entries.popitem(last=False)
@@ -165,8 +171,10 @@ class ImageDataset(Dataset):
         if preload:
             self.preloaded = _DECODED.get_or_decode(self.items, self.size, self._decode_all)
 
-    def _decode_all(self) -> list[Tensor]:
+    def _decode_all(self, signatures: list[tuple[int, int]]) -> list[Tensor]:
         """Every image: from the on-disk store when unchanged there, else decoded (and stored).
+
+        ``signatures``: each file's ``(mtime_ns, size)``, checked against the store's record.
 
         Pillow releases the GIL while decoding, so threads help. The store
         (:func:`~reid_core.data.decoded_store.default_store`) only holds resized images.
@@ -175,8 +183,9 @@ class ImageDataset(Dataset):
 
         paths = [path for path, _, _ in self.items]
         store = default_store() if self.size is not None else None
-        stats = [os.stat(path) for path in paths] if store is not None else []
-        images: list[Tensor | None] = store.load(paths, stats, self.size) if store is not None else [None] * len(paths)
+        images: list[Tensor | None] = (
+            store.load(paths, signatures, self.size) if store is not None else [None] * len(paths)
+        )
         missing = [i for i, image in enumerate(images) if image is None]
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -192,7 +201,7 @@ class ImageDataset(Dataset):
         if store is not None and missing:
             try:
                 decoded = [images[i] for i in missing]
-                store.save([paths[i] for i in missing], [stats[i] for i in missing], self.size, decoded)
+                store.save([paths[i] for i in missing], [signatures[i] for i in missing], self.size, decoded)
             except OSError as error:  # a full or read-only disk: the images are decoded, only not kept
                 warnings.warn(f"could not keep decoded images in {store.root}: {error}", stacklevel=3)
         return images  # type: ignore[return-value]  # every None was filled above
