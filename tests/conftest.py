@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from reid_core.data.decoded_store import CACHE_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
 # The tests (and the notebooks they run) keep decoded images in a store of their own, removed at the end,
 # not in the user's ~/.cache/reid_core (reid_core.data.decoded_store).
-if "REID_CORE_CACHE" not in os.environ:
-    os.environ["REID_CORE_CACHE"] = tempfile.mkdtemp(prefix="reid-core-test-cache-")
-    atexit.register(shutil.rmtree, os.environ["REID_CORE_CACHE"], True)
+if CACHE_ENV not in os.environ:
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="reid-core-test-cache-")
+    atexit.register(shutil.rmtree, os.environ[CACHE_ENV], True)
 
 
 @pytest.fixture(scope="session")
